@@ -1,0 +1,151 @@
+"""OFA supernets and their subnets: construction, FLOPs/parameter counts and latency measurement.
+
+Supernets are OFA's own elastic classes (``OFAMobileNetV3`` w1.2, ``OFAProxylessNASNets`` w1.3, kernels 3/5/7,
+expansions 3/4/6, depths 2/3/4). They start with random weights; trained weights come only from a local copy of the
+checkpoint published by the OFA authors (``load_supernet``), never from the network.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import time
+from functools import lru_cache
+
+import numpy as np
+import thop
+import torch
+from torch import nn
+from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3, OFAProxylessNASNets
+
+from .search_space import EXPANSIONS, KERNELS, Arch, get_family, to_ofa
+
+_SUPERNETS = {  # family -> (class, width multiplier, name of OFA's published checkpoint)
+    "ofa_mbv3": (OFAMobileNetV3, 1.2, "ofa_mbv3_d234_e346_k357_w1.2"),
+    "ofa_pn": (OFAProxylessNASNets, 1.3, "ofa_proxyless_d234_e346_k357_w1.3"),
+}
+
+
+def checkpoint_name(family: str) -> str:
+    """The file name under which the OFA authors publish the trained supernet of ``family``."""
+    return _SUPERNETS[get_family(family).name][2]
+
+
+def _new_supernet(family: str) -> nn.Module:
+    cls, width, _ = _SUPERNETS[get_family(family).name]
+    return cls(ks_list=list(KERNELS), expand_ratio_list=list(EXPANSIONS), depth_list=[2, 3, 4], width_mult=width)
+
+
+@lru_cache(maxsize=None)
+def build_supernet(family: str) -> nn.Module:
+    """OFA's elastic supernet for ``family`` with random weights, built once per process and shared."""
+    return _new_supernet(family)
+
+
+def load_supernet(family: str, path: str | os.PathLike) -> nn.Module:
+    """A new supernet for ``family`` with the weights of the local checkpoint ``path`` (OFA's ``{"state_dict": ...}``
+    files or a bare state dict). Not cached: keep the returned module and pass it to ``build_subnet``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"no supernet checkpoint at {os.fspath(path)!r}: expected the file {checkpoint_name(family)!r}, "
+            f"distributed by the original OFA authors (mit-han-lab/once-for-all); this toolkit never downloads it")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    supernet = _new_supernet(family)
+    supernet.load_state_dict(checkpoint.get("state_dict", checkpoint))
+    return supernet
+
+
+def build_subnet(arch: Arch, supernet: nn.Module | None = None) -> nn.Module:
+    """The stand-alone subnet of ``arch`` (weights copied from ``supernet``, default: the cached random one), in eval
+    mode. The supernet's active-subnet setting is changed as a side effect."""
+    cls = _SUPERNETS[arch.family][0]
+    supernet = build_supernet(arch.family) if supernet is None else supernet
+    if not isinstance(supernet, cls):
+        raise TypeError(f"{arch.family} needs a {cls.__name__} supernet, got {type(supernet).__name__}")
+    ofa = to_ofa(arch)
+    supernet.set_active_subnet(ks=ofa["ks"], e=ofa["e"], d=ofa["d"])
+    return supernet.get_active_subnet(preserve_weight=True).eval()
+
+
+def _no_ops(module: nn.Module, inputs, output) -> None:
+    """thop hook that counts nothing (thop's total_ops buffer stays 0)."""
+
+
+def count_flops_params(model: nn.Module, resolution: int) -> tuple[float, float]:
+    """(MACs, parameters), both in millions, for one 1x3xRxR image.
+
+    MACs are those of convolutions and linear layers, as thop counts them, with batch norm counted as free (it folds
+    into the convolution at inference): this is OFA's own convention (equal to ``ofa.utils.count_net_flops``) and the
+    one behind published figures such as MobileNetV2's 300M. thop alone would add 4 ops per batch-norm element.
+    A copy of ``model`` is profiled, so thop's buffers never touch it.
+    """
+    device = next(model.parameters()).device
+    x = torch.zeros(1, 3, resolution, resolution, device=device)
+    macs, _ = thop.profile(copy.deepcopy(model), inputs=(x,), custom_ops={nn.BatchNorm2d: _no_ops}, verbose=False)
+    params = sum(p.numel() for p in model.parameters())
+    return macs / 1e6, params / 1e6
+
+
+def measure_latency(model: nn.Module, resolution: int, device: str = "cpu", warmup: int = 10, repeats: int = 30,
+                    threads: int = 1) -> dict:
+    """Batch-1 inference latency of ``model`` at ``resolution`` on ``device`` ("cpu", "cuda" or "cuda:<i>").
+
+    A copy of the model is timed in eval mode under ``torch.no_grad()`` with ``torch.set_num_threads(threads)``
+    (restored afterwards), after ``warmup`` untimed runs. CPU runs are timed with ``time.perf_counter``; CUDA runs
+    with a pair of CUDA events around each inference, the GPU synchronised before and after it.
+    Returns median/mean/std/IQR/p10/p90 in milliseconds plus repeats, threads and device.
+    """
+    if warmup < 0 or repeats < 1 or threads < 1:
+        raise ValueError("need warmup >= 0, repeats >= 1 and threads >= 1")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"latency on {device!r} was requested but CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {device!r}")
+
+    net = copy.deepcopy(model).eval().to(dev)
+    x = torch.randn(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(0)).to(dev)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            for _ in range(warmup):
+                net(x)
+            times = [_time_cuda(net, x) if dev.type == "cuda" else _time_cpu(net, x) for _ in range(repeats)]
+    finally:
+        torch.set_num_threads(old_threads)
+
+    t = np.asarray(times)
+    p10, p25, p75, p90 = np.percentile(t, [10, 25, 75, 90])
+    return {"median_ms": float(np.median(t)), "mean_ms": float(t.mean()),
+            "std_ms": float(t.std(ddof=1)) if len(t) > 1 else 0.0, "iqr_ms": float(p75 - p25),
+            "p10_ms": float(p10), "p90_ms": float(p90), "repeats": repeats, "threads": threads, "device": str(dev)}
+
+
+def _time_cpu(net: nn.Module, x: torch.Tensor) -> float:
+    start = time.perf_counter()
+    net(x)
+    return (time.perf_counter() - start) * 1e3
+
+
+def _time_cuda(net: nn.Module, x: torch.Tensor) -> float:
+    stream = torch.cuda.current_stream(x.device)  # the stream the model's kernels are launched on
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize(x.device)
+    start.record(stream)
+    net(x)
+    end.record(stream)
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+def cpu_name() -> str:
+    """The CPU model name ("model name" in /proc/cpuinfo, else platform.processor()), to label latencies."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

@@ -1,0 +1,72 @@
+"""FE-MLPs: the interpretable first layer. Every feature category is mapped to one non-negative scalar.
+
+For a node with categorical features c_1..c_m and real feature r the embedding is
+
+    h0 = | [ w_1^T E_1[c_1] + b_1, ..., w_m^T E_m[c_m] + b_m, MLP(r) ] |          (shape [N, m + 1])
+
+so each column of ``h0`` is the learned importance of one category's value, readable on its own.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from iterators.encoding import FEATURES, resolution_feature
+from iterators.search_space import EXPANSIONS, KERNELS
+
+
+class CategoryScalar(nn.Module):
+    """Embedding of a categorical feature followed by a linear map to one scalar: [N] long -> [N, 1]."""
+
+    def __init__(self, num_values: int, embed_dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(num_values, embed_dim)
+        self.lin = nn.Linear(embed_dim, 1)
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return self.lin(self.embed(index))
+
+    def scores(self) -> list[float]:
+        """|scalar| of every value of the category, in index order."""
+        with torch.no_grad():
+            return self(torch.arange(self.embed.num_embeddings)).abs().squeeze(1).tolist()
+
+
+# (number of values, embedding size) per categorical column of the sequence-graph encoding
+SEQUENCE_CATEGORIES = {"stage": (6, 3), "layer": (4, 2), "block_type": (2, 2), "expansion": (3, 2), "kernel": (3, 3)}
+READOUT_RESOLUTIONS = (128, 160, 192, 208, 224)
+
+
+class SequenceFEMLP(nn.Module):
+    """FE-MLP of the sequence graph: x [N, 6] (layout in iterators/encoding.py) -> h0 [N, 6]."""
+
+    out_dim = len(SEQUENCE_CATEGORIES) + 1
+
+    def __init__(self):
+        super().__init__()
+        self.categories = nn.ModuleDict({name: CategoryScalar(n, d) for name, (n, d) in SEQUENCE_CATEGORIES.items()})
+        self.resolution = nn.Sequential(nn.Linear(1, 3), nn.Linear(3, 1))
+        self._columns = [FEATURES.index(name) for name in SEQUENCE_CATEGORIES]
+        self._res_column = FEATURES.index("resolution")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        codes = x[:, self._columns].long()
+        scalars = [mod(codes[:, i]) for i, mod in enumerate(self.categories.values())]
+        scalars.append(self.resolution(x[:, self._res_column:self._res_column + 1]))
+        return torch.cat(scalars, dim=1).abs()
+
+    def readout(self) -> dict[str, dict[str, float]]:
+        """The score of every value of every feature: what the predictor learned about stages, kernels, ..."""
+        cat = self.categories
+        out = {
+            "stage": {f"S{i + 1}": v for i, v in enumerate(cat["stage"].scores())},
+            "layer": {f"L{i + 1}": v for i, v in enumerate(cat["layer"].scores())},
+            "block_type": {f"mbconv{i + 2}": v for i, v in enumerate(cat["block_type"].scores())},
+            "expansion": {f"e{e}": v for e, v in zip(EXPANSIONS, cat["expansion"].scores())},
+            "kernel": {f"k{k}": v for k, v in zip(KERNELS, cat["kernel"].scores())},
+        }
+        with torch.no_grad():
+            r = torch.tensor([[resolution_feature(r)] for r in READOUT_RESOLUTIONS])
+            out["resolution"] = {f"r{res}": v for res, v in
+                                 zip(READOUT_RESOLUTIONS, self.resolution(r).abs().squeeze(1).tolist())}
+        return out

@@ -1,0 +1,79 @@
+"""The AutoBuild predictor: FE-MLP -> hop encoder -> per-hop graph pooling -> MLP head -> standardised target.
+
+Buffers make a checkpoint self-contained: the target's training moments (to report predictions in the target's
+units), every hop's node-embedding norm moments and the per-(stage, depth) target moments (to score units), and the
+test metrics of the run that trained it.
+"""
+from __future__ import annotations
+
+import torch
+import torch_geometric.nn as pyg
+from torch import nn
+
+from iterators.graphs import GraphBatch
+from models.encoder import HopEncoder, make_activation
+from models.fe_mlp import SequenceFEMLP
+
+POOLS = {"mean": pyg.global_mean_pool, "sum": pyg.global_add_pool, "max": pyg.global_max_pool}
+TEST_METRICS = ("MAE", "MAPE", "Spearman", "KendallTau")
+# (stages, depth indices) of the per-(stage, depth) target moments that unit scores are mapped onto
+UNIT_MOMENT_SHAPES = {"ofa_mbv3": (5, 4), "ofa_pn": (5, 5)}
+
+
+class Predictor(nn.Module):
+    def __init__(self, fe_mlp: nn.Module, gnn_dim: int = 32, num_layers: int = 4, gnn_type: str = "GATv2Conv",
+                 aggr_method: str = "mean", gnn_activ: str = "ReLU", reg_activ: str = "ReLU",
+                 unit_moment_shape: tuple[int, int] = (0, 0)):
+        super().__init__()
+        if aggr_method not in POOLS:
+            raise ValueError(f"unknown aggr_method {aggr_method!r}; choose one of {', '.join(POOLS)}")
+        self.fe_mlp = fe_mlp
+        self.encoder = HopEncoder(fe_mlp.out_dim, gnn_dim, num_layers, gnn_type, gnn_activ)
+        self.pool = POOLS[aggr_method]
+        self.head = nn.Sequential(nn.Linear(gnn_dim, gnn_dim), nn.Linear(gnn_dim, gnn_dim), nn.ReLU(),
+                                  nn.Linear(gnn_dim, gnn_dim), nn.Linear(gnn_dim, gnn_dim))
+        self.head_activation = make_activation(reg_activ)
+        self.regressor = nn.Linear(gnn_dim, 1)
+        n_hops = num_layers + 1
+        self.register_buffer("target_moments", torch.tensor([0.0, 1.0]))
+        self.register_buffer("hop_moments", torch.stack([torch.zeros(n_hops), torch.ones(n_hops)]))
+        self.register_buffer("unit_moments", torch.stack([torch.zeros(unit_moment_shape),
+                                                          torch.ones(unit_moment_shape)], dim=-1))
+        self.register_buffer("test_metrics", torch.full((len(TEST_METRICS),), float("nan")))
+
+    @property
+    def num_hops(self) -> int:
+        return len(self.encoder.convs) + 1
+
+    def node_embeddings(self, batch: GraphBatch) -> list[torch.Tensor]:
+        """[h^0, ..., h^L], each [N, d]."""
+        return self.encoder(self.fe_mlp(batch.x), batch.edge_index)
+
+    def forward(self, batch: GraphBatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Standardised prediction [B] and every hop's graph embedding ([B, d] each)."""
+        graph_embeds = [self.pool(h, batch.batch, batch.num_graphs) for h in self.node_embeddings(batch)]
+        out = self.regressor(self.head_activation(self.head(graph_embeds[-1])))
+        return out.squeeze(1), graph_embeds
+
+    def predict(self, batch: GraphBatch) -> torch.Tensor:
+        """Predictions in the target's own units, [B]."""
+        mean, std = self.target_moments
+        return self(batch)[0] * std + mean
+
+    def fe_readout(self) -> dict[str, dict[str, float]]:
+        return self.fe_mlp.readout()
+
+    def shift_unit_scores(self, norms: torch.Tensor, stage: int, hop: int) -> torch.Tensor:
+        """Map hop-``hop`` embedding norms onto the target distribution of units at ``stage`` of depth index ``hop``."""
+        z = (norms - self.hop_moments[0, hop]) / self.hop_moments[1, hop]
+        return z * self.unit_moments[stage, hop, 1] + self.unit_moments[stage, hop, 0]
+
+
+def build_predictor(config: dict) -> Predictor:
+    """A predictor from a training config (the dict saved beside every checkpoint)."""
+    if config.get("format", "custom") != "custom":
+        raise ValueError(f"graph format {config.get('format')!r} is not supported by this predictor")
+    return Predictor(SequenceFEMLP(), gnn_dim=config["gnn_dim"], num_layers=config["num_layers"],
+                     gnn_type=config["gnn_type"], aggr_method=config["aggr_method"],
+                     gnn_activ=config.get("gnn_activ", "ReLU"), reg_activ=config.get("reg_activ", "ReLU"),
+                     unit_moment_shape=UNIT_MOMENT_SHAPES.get(config.get("family", config["families"]), (0, 0)))
