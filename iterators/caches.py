@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 
 from iterators.safe_pickle import restricted_load
-from iterators.search_space import Arch, FAMILIES, arch_from_json, make_arch
+from iterators.search_space import Arch, FAMILIES, arch_from_json, from_ofa, make_arch
 
 CACHE_VERSION = 1
 CACHE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cache")
@@ -103,6 +103,25 @@ def read_published_cache(path: str) -> Cache:
     return Cache(archs[0].family, archs, entries, {"source": os.path.basename(path)})
 
 
+def read_ofa_records(path: str) -> Cache:
+    """Measurements recorded with OFA tools (e.g. ../shared/HELP/): ``{"archs": [{"ks", "e", "d", "r",
+    "latency_ms": {"<device>": ms, ...}}, ...]}``; every latency becomes a metric ``latency_<device>``."""
+    with open(path) as f:
+        records = json.load(f)
+    records = records["archs"] if isinstance(records, dict) else records
+    archs, entries = [], []
+    for i, rec in enumerate(records):
+        try:
+            archs.append(from_ofa(rec))
+        except ValueError as err:
+            raise CacheError(f"{path}: record {i}: {err}") from None
+        entries.append({f"latency_{k}": v for k, v in rec.get("latency_ms", {}).items()})
+    if not archs:
+        raise CacheError(f"{path}: no architectures")
+    metrics = {m: {"unit": "ms", "source": f"measured, {os.path.basename(path)}"} for m in entries[0]}
+    return Cache(archs[0].family, archs, entries, {"metrics": metrics, "source": os.path.basename(path)})
+
+
 def cache_path(family: str, graph_format: str = "custom", cache_dir: str = CACHE_DIR) -> str:
     """``-families X -format F`` -> the cache file, own format preferred over a published pickle."""
     stem = os.path.join(cache_dir, f"{family}_{graph_format}_cache")
@@ -116,6 +135,11 @@ def cache_path(family: str, graph_format: str = "custom", cache_dir: str = CACHE
 
 
 def load_cache(path: str) -> Cache:
+    """Own format (.jsonl.gz), published pickle (.pkl) or OFA-notation records (.json), by extension."""
+    if not os.path.exists(path):
+        raise CacheError(f"no cache file at {path}")
     if path.endswith(".pkl"):
         return read_published_cache(path)
+    if path.endswith(".json"):
+        return read_ofa_records(path)
     return read_own_cache(path)

@@ -29,6 +29,8 @@ class Family:
     block_type: int  # the t of mbconv{t}
     stage_depths: tuple[tuple[int, ...], ...]  # allowed number of blocks per stage
     description: str
+    # the stages each unit covers; a fixed one-block stage is merged into the unit before it
+    units: tuple[tuple[int, ...], ...]
 
     @property
     def n_stages(self) -> int:
@@ -47,8 +49,10 @@ class Family:
 
 
 FAMILIES = {
-    "ofa_mbv3": Family("ofa_mbv3", 3, ((2, 3, 4),) * 5, "OFA-MobileNetV3 (w1.2)"),
-    "ofa_pn": Family("ofa_pn", 2, ((2, 3, 4),) * 5 + ((1,),), "OFA-ProxylessNAS (w1.3)"),
+    "ofa_mbv3": Family("ofa_mbv3", 3, ((2, 3, 4),) * 5, "OFA-MobileNetV3 (w1.2)",
+                       ((0,), (1,), (2,), (3,), (4,))),
+    "ofa_pn": Family("ofa_pn", 2, ((2, 3, 4),) * 5 + ((1,),), "OFA-ProxylessNAS (w1.3)",
+                     ((0,), (1,), (2,), (3,), (4, 5))),
 }
 
 
@@ -88,6 +92,10 @@ class Arch:
 
     def to_json(self) -> dict:
         return {"resolution": self.resolution, "config": self.config}
+
+    def unit_hops(self) -> list[int]:
+        """Per unit, its depth index: the number of its blocks - 1 (the hop whose embedding scores it)."""
+        return [sum(len(self.stages[s]) for s in unit) - 1 for unit in FAMILIES[self.family].units]
 
     def key(self) -> str:
         """A stable, human-readable identity, e.g. for database rows."""

@@ -52,7 +52,8 @@ def test_flops_and_params(arch_and_subnet):
     assert 0 < f160 < f224
     assert p160 == p224 == sum(p.numel() for p in subnet.parameters()) / 1e6
     assert not any("total_ops" in n or "total_params" in n for n, _ in subnet.named_buffers())
-    # OFA's own counter agrees (it sums in float32, hence the tolerance), and a second build of the same arch gives the same numbers
+    # OFA's own counter agrees (it sums in float32, hence the tolerance);
+    # a second build of the same arch gives the same numbers
     assert f224 == pytest.approx(count_net_flops(subnet, (1, 3, 224, 224)) / 1e6, rel=1e-6)
     f_res, p_res = count_flops_params(subnet, arch.resolution)
     assert count_flops_params(build_subnet(arch), arch.resolution) == (f_res, p_res)

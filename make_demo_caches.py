@@ -1,0 +1,112 @@
+"""Build the demo caches shipped in cache/: random OFA architectures with measured FLOPs, parameters and CPU latency.
+
+    python make_demo_caches.py -families ofa_mbv3 ofa_pn -n 2000
+
+Each architecture's subnet is built from OFA's elastic supernet with random weights (no download); FLOPs and
+parameters are exact (thop), latency is measured on this CPU (batch 1, no_grad, warm-up, median of repeated runs,
+interquartile range kept). ``acc`` is a pseudo-label: the prediction of the published AutoBuild accuracy predictor of
+the family (../shared/upstream_l1/l1_models). Measurements are appended to a partial file as they are made, so an
+interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+
+import torch
+from tqdm import tqdm
+
+from iterators.caches import CACHE_DIR, write_cache
+from iterators.encoding import encode_archs
+from iterators.ofa_manager import build_subnet, count_flops_params, cpu_name, measure_latency
+from iterators.search_space import PAPER_RESOLUTIONS, arch_from_json, random_arch
+from models.checkpoints import load_predictor
+
+UPSTREAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "upstream_l1", "l1_models")
+
+
+def acc_checkpoint(family: str, folder: str) -> str:
+    return os.path.join(folder, f"minMAE_{family}_custom_acc_GraphConv_sum_directed_srcc1_predictor.pt")
+
+
+def sample_archs(family: str, n: int, seed: int) -> list:
+    rng, seen, archs = random.Random(f"{seed}-{family}"), set(), []  # str seeds are stable across runs
+    while len(archs) < n:
+        arch = random_arch(family, rng, PAPER_RESOLUTIONS)
+        if arch.key() not in seen:
+            seen.add(arch.key())
+            archs.append(arch)
+    return archs
+
+
+def measure(family: str, n: int, seed: int, warmup: int, repeats: int, threads: int, out_dir: str) -> list[dict]:
+    """Measure every sampled architecture, resuming from the partial file of an earlier run."""
+    partial = os.path.join(out_dir, f".{family}_measurements.partial.jsonl")
+    done = {}
+    if os.path.exists(partial):
+        with open(partial) as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    done[arch_from_json(row, family).key()] = row
+    archs = sample_archs(family, n, seed)
+    with open(partial, "a") as f:
+        for arch in tqdm(archs, desc=f"measure {family}", unit="arch", initial=0):
+            if arch.key() in done:
+                continue
+            subnet = build_subnet(arch)
+            flops, params = count_flops_params(subnet, arch.resolution)
+            lat = measure_latency(subnet, arch.resolution, warmup=warmup, repeats=repeats, threads=threads)
+            row = {**arch.to_json(), "flops": flops, "n_params": params, "latency_cpu": lat["median_ms"],
+                   "latency_cpu_iqr": lat["iqr_ms"]}
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            done[arch.key()] = row
+    return [done[a.key()] for a in archs]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-families", nargs="+", default=["ofa_mbv3", "ofa_pn"])
+    p.add_argument("-n", type=int, default=2000, help="architectures per family")
+    p.add_argument("-seed", type=int, default=0)
+    p.add_argument("-warmup", type=int, default=3)
+    p.add_argument("-repeats", type=int, default=9)
+    p.add_argument("-threads", type=int, default=1, help="torch threads during latency measurement")
+    p.add_argument("-upstream_dir", default=UPSTREAM, help="folder of the published AutoBuild l1_models")
+    p.add_argument("-out_dir", default=CACHE_DIR)
+    args = p.parse_args(argv)
+    os.makedirs(args.out_dir, exist_ok=True)
+    cpu = cpu_name()
+    for family in args.families:
+        chkpt = acc_checkpoint(family, args.upstream_dir)
+        labeller, _ = load_predictor(chkpt)  # fail before hours of measuring, not after
+        rows = measure(family, args.n, args.seed, args.warmup, args.repeats, args.threads,
+                       args.out_dir)
+        archs = [arch_from_json(r, family) for r in rows]
+        with torch.no_grad():
+            acc = labeller.predict(encode_archs(archs).batch()).tolist()
+        entries = [{"acc": a, **{k: v for k, v in r.items() if k not in ("resolution", "config")}}
+                   for a, r in zip(acc, rows)]
+        lat_how = (f"measured on {cpu}, torch {torch.__version__}, {args.threads} thread(s), batch 1, no_grad, "
+                   f"{args.warmup} warm-up + {args.repeats} timed runs")
+        metrics = {
+            "acc": {"unit": "0-1", "source": f"pseudo-label: prediction of the published AutoBuild accuracy "
+                                             f"predictor {os.path.basename(chkpt)} (MIT licence)"},
+            "flops": {"unit": "M MACs", "source": "thop on the OFA subnet (conv + linear, batch norm not counted)"},
+            "n_params": {"unit": "M", "source": "parameter count of the OFA subnet"},
+            "latency_cpu": {"unit": "ms", "source": "median, " + lat_how},
+            "latency_cpu_iqr": {"unit": "ms", "source": "interquartile range of the same runs"},
+        }
+        path = os.path.join(args.out_dir, f"{family}_custom_cache.jsonl.gz")
+        write_cache(path, family, archs, entries, metrics, extra_header={"cpu": cpu, "seed": args.seed},
+                    notes="Demo cache of the AutoBuild toolkit: random architectures at resolutions 192/208/224; "
+                          "subnets built with random weights (latency and FLOPs do not depend on weights).")
+        os.remove(os.path.join(args.out_dir, f".{family}_measurements.partial.jsonl"))
+        print(f"wrote {path}: {len(archs)} architectures")
+
+
+if __name__ == "__main__":
+    main()

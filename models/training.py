@@ -1,0 +1,113 @@
+"""Fitting and evaluating a predictor on a GraphSet: the loop behind train_predictor.py and the benchmarks."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import stats
+from tqdm import tqdm
+
+from iterators.graphs import GraphSet
+from iterators.search_space import Arch
+from models.loss import RankingLoss
+from models.predictor import Predictor, UNIT_MOMENT_SHAPES
+
+GRAD_CLIP_NORM = 5.0
+
+
+def split_indices(n: int, seed: int, train_ratio: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random train/test split of range(n)."""
+    order = np.random.RandomState(seed).permutation(n)
+    n_train = int(round(n * train_ratio))
+    return np.sort(order[:n_train]), np.sort(order[n_train:])
+
+
+def unit_target_moments(archs: list[Arch], y: np.ndarray, family: str) -> torch.Tensor:
+    """[stages, depth indices, 2]: mean and std of the target over architectures whose unit s has depth index h.
+
+    Unit scores are shifted onto these distributions, so a unit's score reads in the target's own units.
+    """
+    shape = UNIT_MOMENT_SHAPES[family]
+    moments = torch.stack([torch.zeros(shape), torch.ones(shape)], dim=-1)
+    groups: dict[tuple[int, int], list[float]] = {}
+    for arch, value in zip(archs, y):
+        for unit, hop in enumerate(arch.unit_hops()):
+            groups.setdefault((unit, hop), []).append(float(value))
+    for (unit, hop), values in groups.items():
+        moments[unit, hop] = torch.tensor([np.mean(values), np.std(values)])
+    return moments
+
+
+def fit(model: Predictor, graphs: GraphSet, y: torch.Tensor, train_idx: np.ndarray, epochs: int,
+        batch_size: int, loss_fn: RankingLoss, seed: int, lr: float = 1e-4, weight_decay: float = 1e-5,
+        progress: bool = True) -> list[float]:
+    """Train in place on the standardised targets ``y`` of ``train_idx``; returns the mean loss of every epoch.
+
+    Ctrl-C stops training after the current batch and keeps what was learned; the caller still evaluates and saves.
+    """
+    optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    gen = torch.Generator().manual_seed(seed)
+    train_idx = torch.as_tensor(train_idx)
+    history: list[float] = []
+    bar = tqdm(range(epochs), desc="train", unit="epoch", disable=not progress, dynamic_ncols=True)
+    model.train()
+    try:
+        for _ in bar:
+            total, count = 0.0, 0
+            order = train_idx[torch.randperm(len(train_idx), generator=gen)]
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                if len(idx) < 2:  # batch norm needs two graphs
+                    continue
+                pred, graph_embeds = model(graphs.batch(idx))
+                loss = loss_fn(pred, y[idx], graph_embeds)
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
+                optim.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
+                bar.set_postfix(loss=f"{total / count:.4f}")
+            history.append(total / max(count, 1))
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted after {len(history)} epochs: evaluating and saving what was learned")
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def predict_with_embeddings(model: Predictor, graphs: GraphSet, idx, norm: int, batch_size: int = 4096
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions in target units [n] and the Lp norm of every hop's graph embedding [n_hops, n]."""
+    model.eval()
+    preds, norms = [], []
+    idx = torch.as_tensor(idx)
+    mean, std = model.target_moments
+    for start in range(0, len(idx), batch_size):
+        pred, graph_embeds = model(graphs.batch(idx[start:start + batch_size]))
+        preds.append(pred * std + mean)
+        norms.append(torch.stack([torch.linalg.vector_norm(g, ord=norm, dim=-1) for g in graph_embeds]))
+    return torch.cat(preds).numpy(), torch.cat(norms, dim=1).numpy()
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    nonzero = y_true != 0
+    return {
+        "MAE": float(np.mean(np.abs(y_pred - y_true))),
+        "MAPE": float(np.mean(np.abs((y_pred - y_true)[nonzero] / y_true[nonzero])) * 100),
+        "Spearman": float(stats.spearmanr(y_true, y_pred).statistic),
+        "KendallTau": float(stats.kendalltau(y_true, y_pred).statistic),
+    }
+
+
+@torch.no_grad()
+def hop_norm_moments(model: Predictor, graphs: GraphSet, idx, norm: int, batch_size: int = 4096) -> torch.Tensor:
+    """[2, n_hops]: mean and std of the Lp norm of every node embedding at every hop, over ``idx``."""
+    model.eval()
+    per_hop: list[list[torch.Tensor]] = [[] for _ in range(model.num_hops)]
+    idx = torch.as_tensor(idx)
+    for start in range(0, len(idx), batch_size):
+        for hop, h in enumerate(model.node_embeddings(graphs.batch(idx[start:start + batch_size]))):
+            per_hop[hop].append(torch.linalg.vector_norm(h, ord=norm, dim=-1))
+    norms = [torch.cat(n) for n in per_hop]
+    return torch.stack([torch.stack([n.mean() for n in norms]), torch.stack([n.std() for n in norms])])

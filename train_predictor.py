@@ -1,0 +1,140 @@
+"""Train an interpretable AutoBuild predictor on an architecture cache and report what it learned.
+
+    python train_predictor.py -families ofa_mbv3 -target acc -epochs_predictor 200
+
+Writes saved_models/<name>_predictor.pt (state dict) and configs/<name>_config.json (arguments and results).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from scipy import stats
+
+from iterators.caches import cache_path, load_cache
+from iterators.encoding import encode_archs, encode_arch
+from iterators.graphs import GraphSet
+from iterators.targets import Target
+from models.checkpoints import run_name, save_predictor
+from models.encoder import ACTIVATIONS, GNN_TYPES
+from models.loss import RankingLoss
+from models.plots import draw_hop_graphs, ensure_dir, plot_training
+from models.predictor import POOLS, TEST_METRICS, build_predictor
+from models.training import (fit, hop_norm_moments, predict_with_embeddings, regression_metrics, split_indices,
+                             unit_target_moments)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-families", default="ofa_mbv3", help="cache family: reads cache/<families>_<format>_cache.*")
+    p.add_argument("-target", default="acc", help="expression over the cache's metrics, e.g. '(acc*100)/latency_gpu'")
+    p.add_argument("-format", default="custom", choices=["custom"])
+    p.add_argument("-cache", default=None, help="read this cache file instead (.jsonl.gz, .pkl or OFA-notation .json)")
+    p.add_argument("-epochs_predictor", type=int, default=200)
+    p.add_argument("-batch_size", type=int, default=128)
+    p.add_argument("-gnn_type", default="GATv2Conv", choices=GNN_TYPES)
+    p.add_argument("-gnn_dim", type=int, default=32)
+    p.add_argument("-num_layers", type=int, default=4)
+    p.add_argument("-aggr_method", default="mean", choices=sorted(POOLS))
+    p.add_argument("-gnn_activ", default="ReLU", choices=sorted(ACTIVATIONS))
+    p.add_argument("-reg_activ", default="ReLU", choices=sorted(ACTIVATIONS))
+    p.add_argument("-corr_lambda", type=float, default=1.0, help="weight of the hop-embedding ranking loss")
+    p.add_argument("-norm", type=int, default=1, help="p of the Lp norm of embeddings")
+    p.add_argument("-seed", type=int, default=12345)
+    p.add_argument("-tag", default=None, help="prefix of the checkpoint name")
+    p.add_argument("-plots", action="store_true", help="save training/test plots and the best network per hop")
+    p.add_argument("-out_dir", default=".", help="where saved_models/, configs/ and plots/ are written")
+    p.add_argument("-quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    for name in ("epochs_predictor", "batch_size", "gnn_dim", "num_layers", "norm"):
+        if getattr(args, name) < 1:
+            p.error(f"-{name} must be at least 1")
+    if args.batch_size < 2:
+        p.error("-batch_size must be at least 2 (batch norm)")
+    return args
+
+
+def format_report(metrics: dict, hop_srcc: list[float], readout: dict, hop_moments: torch.Tensor,
+                  target: str) -> str:
+    lines = [f"Test set ({target}): " + ", ".join(f"{k} {v:.4f}" + ("%" if k == "MAPE" else "")
+                                                   for k, v in metrics.items())]
+    lines.append("Spearman of the hop-level graph-embedding norm with the target: " +
+                 ", ".join(f"hop {h}: {v:+.4f}" for h, v in enumerate(hop_srcc)))
+    lines.append("FE-MLP read-out (score of each feature value, larger = more influential):")
+    for category, scores in readout.items():
+        lines.append(f"  {category:<11}" + "  ".join(f"{k}={v:.3f}" for k, v in scores.items()))
+    lines.append("Hop moments of node-embedding norms (training set): " +
+                 ", ".join(f"hop {h}: N({m:.3f}, {s:.3f})" for h, (m, s) in enumerate(hop_moments.t().tolist())))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+
+    path = args.cache or cache_path(args.families, args.format)
+    cache = load_cache(path)
+    target = Target(args.target)
+    y, keep = target.evaluate(cache.entries, cache.metrics)
+    archs = [a for a, k in zip(cache.archs, keep) if k]
+    print(f"{path}: {len(cache)} architectures of {cache.family}; target {args.target!r} on {len(archs)}"
+          + (f", {int((~keep).sum())} skipped for a missing or non-finite metric" if (~keep).any() else ""))
+    if len(archs) < 20:
+        raise SystemExit(f"only {len(archs)} architectures have the target: too few to train and test on")
+
+    graphs: GraphSet = encode_archs(archs)
+    train_idx, test_idx = split_indices(len(archs), args.seed)
+    config = {**vars(args), "family": cache.family, "cache": os.path.basename(path)}
+    config["chkpt"] = run_name(config)
+
+    model = build_predictor(config)
+    model.unit_moments.copy_(unit_target_moments([archs[i] for i in train_idx], y[train_idx], cache.family))
+    mean, std = float(y[train_idx].mean()), float(y[train_idx].std())
+    model.target_moments.copy_(torch.tensor([mean, std if std > 0 else 1.0]))
+    y_std = torch.tensor((y - mean) / float(model.target_moments[1]), dtype=torch.float32)
+
+    start = time.perf_counter()
+    history = fit(model, graphs, y_std, train_idx, args.epochs_predictor, args.batch_size,
+                  RankingLoss(args.corr_lambda, args.norm), args.seed, progress=not args.quiet)
+    train_seconds = time.perf_counter() - start
+
+    preds, norms = predict_with_embeddings(model, graphs, test_idx, args.norm)
+    metrics = regression_metrics(y[test_idx], preds)
+    hop_srcc = [float(stats.spearmanr(y[test_idx], n).statistic) for n in norms]
+    model.test_metrics.copy_(torch.tensor([metrics[k] for k in TEST_METRICS]))
+    model.hop_moments.copy_(hop_norm_moments(model, graphs, train_idx, args.norm))
+    readout = model.fe_readout()
+
+    print(f"trained {len(history)} epochs in {train_seconds:.1f}s ({train_seconds / max(len(history), 1):.3f} s/epoch)"
+          f" on {len(train_idx)} architectures, tested on {len(test_idx)}")
+    print(format_report(metrics, hop_srcc, readout, model.hop_moments, args.target))
+
+    config["results"] = {"test": metrics, "hop_spearman": hop_srcc, "fe_readout": readout,
+                         "hop_moments": model.hop_moments.tolist(), "epochs_done": len(history),
+                         "seconds_per_epoch": train_seconds / max(len(history), 1), "n_train": len(train_idx),
+                         "n_test": len(test_idx), "n_skipped": int((~keep).sum()), "loss_history": history}
+    model_path, config_path = save_predictor(model, config, os.path.join(args.out_dir, "saved_models"),
+                                             os.path.join(args.out_dir, "configs"))
+    print(f"saved {model_path} and {config_path}")
+
+    if args.plots:
+        plot_dir = ensure_dir(os.path.join(args.out_dir, "plots"))
+        prefix = os.path.join(plot_dir, config["chkpt"])
+        print("plots:", plot_training(history, y[test_idx], preds, args.target, prefix + "_training.png"))
+        best = archs[int(np.argmax(y))]
+        data = encode_arch(best)
+        labels = [f"S{s + 1}.{b + 1}\\ne{e} k{k}" for s, stage in enumerate(best.stages)
+                  for b, (e, k) in enumerate(stage)]
+        batch = GraphSet.from_lists([data.x.numpy()], [data.edge_index.numpy()]).batch()
+        for p in draw_hop_graphs(model, batch, labels, args.norm, prefix + "_best"):
+            print("plots:", p)
+    return config
+
+
+if __name__ == "__main__":
+    main()
