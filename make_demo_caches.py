@@ -79,6 +79,7 @@ def main(argv=None) -> None:
     p.add_argument("-out_dir", default=CACHE_DIR)
     args = p.parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
+    torch.set_num_threads(args.threads)  # also for building and profiling: parallel runs must not oversubscribe
     cpu = cpu_name()
     for family in args.families:
         chkpt = acc_checkpoint(family, args.upstream_dir)

@@ -51,9 +51,11 @@ class HopEncoder(nn.Module):
         self.activation = make_activation(activation)
         self.residual = residual
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, max_hop: int | None = None) -> list[torch.Tensor]:
+        """``max_hop`` stops early: only [h^0, ..., h^max_hop] are computed."""
         hops = [x]
-        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+        layers = list(zip(self.convs, self.norms))[:max_hop]
+        for i, (conv, norm) in enumerate(layers):
             h = self.activation(norm(conv(hops[-1], edge_index)))
             if self.residual and i > 0:
                 h = h + hops[-1]

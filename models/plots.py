@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from iterators.graphs import GraphBatch  # noqa: E402
+from models.unit_scores import scores_by_unit  # noqa: E402
 
 
 def plot_training(history: list[float], y_true: np.ndarray, y_pred: np.ndarray, target: str, path: str) -> str:
@@ -66,4 +67,17 @@ def draw_hop_graphs(model, batch: GraphBatch, labels: list[str], norm: int, pref
 
 def ensure_dir(path: str) -> str:
     os.makedirs(path, exist_ok=True)
+    return path
+
+
+def plot_unit_scores(units: list[dict], target: str, path: str) -> str:
+    """Distribution of unit scores per stage (one violin per unit position)."""
+    by_unit = scores_by_unit(units)
+    fig, ax = plt.subplots(figsize=(1.6 * len(by_unit) + 2, 4))
+    ax.violinplot(list(by_unit.values()), showmedians=True)
+    ax.set_xticks(range(1, len(by_unit) + 1), [f"unit {u}\n(n={len(v)})" for u, v in by_unit.items()])
+    ax.set(ylabel=f"unit score ({target} scale)", title="unit scores per stage")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
     return path

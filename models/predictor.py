@@ -45,20 +45,23 @@ class Predictor(nn.Module):
     def num_hops(self) -> int:
         return len(self.encoder.convs) + 1
 
-    def node_embeddings(self, batch: GraphBatch) -> list[torch.Tensor]:
-        """[h^0, ..., h^L], each [N, d]."""
-        return self.encoder(self.fe_mlp(batch.x), batch.edge_index)
+    def node_embeddings(self, batch: GraphBatch, max_hop: int | None = None) -> list[torch.Tensor]:
+        """[h^0, ..., h^L] (or up to h^max_hop), each [N, d]."""
+        return self.encoder(self.fe_mlp(batch.x), batch.edge_index, max_hop)
+
+    def _regress(self, graph_embed: torch.Tensor) -> torch.Tensor:
+        return self.regressor(self.head_activation(self.head(graph_embed))).squeeze(1)
 
     def forward(self, batch: GraphBatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Standardised prediction [B] and every hop's graph embedding ([B, d] each)."""
         graph_embeds = [self.pool(h, batch.batch, batch.num_graphs) for h in self.node_embeddings(batch)]
-        out = self.regressor(self.head_activation(self.head(graph_embeds[-1])))
-        return out.squeeze(1), graph_embeds
+        return self._regress(graph_embeds[-1]), graph_embeds
 
     def predict(self, batch: GraphBatch) -> torch.Tensor:
-        """Predictions in the target's own units, [B]."""
+        """Predictions in the target's own units, [B] (pools only the last hop)."""
         mean, std = self.target_moments
-        return self(batch)[0] * std + mean
+        last_hop = self.node_embeddings(batch)[-1]
+        return self._regress(self.pool(last_hop, batch.batch, batch.num_graphs)) * std + mean
 
     def fe_readout(self) -> dict[str, dict[str, float]]:
         return self.fe_mlp.readout()
