@@ -11,21 +11,9 @@ import argparse
 import json
 import sys
 
-import torch
-
-from iterators.encoding import encode_archs
 from iterators.search_space import ArchError, arch_from_json
 from models.checkpoints import load_predictor
-
-
-@torch.no_grad()
-def predict_archs(model, archs, batch_size: int = 256) -> list[float]:
-    """Predictions in target units; small batches keep the working set in cache, which is faster on CPU."""
-    graphs = encode_archs(archs)
-    out = []
-    for start in range(0, len(graphs), batch_size):
-        out.extend(model.predict(graphs.batch(torch.arange(start, min(start + batch_size, len(graphs))))).tolist())
-    return out
+from models.predictor import predict_archs
 
 
 def main(argv=None) -> list[float]:

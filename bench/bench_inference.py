@@ -16,8 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from iterators.search_space import random_arch  # noqa: E402
-from models.predictor import build_predictor  # noqa: E402
-from predict import predict_archs  # noqa: E402
+from models.predictor import build_predictor, predict_archs  # noqa: E402
 
 PREDICTORS = {  # name -> training config
     "default (GATv2Conv, dim 32)": {"gnn_type": "GATv2Conv", "gnn_dim": 32, "aggr_method": "mean"},

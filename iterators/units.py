@@ -147,3 +147,15 @@ def corpus_family(corpus_or_space) -> str:
         if parse_block(block)[0] == fam.block_type:
             return fam.name
     raise ArchError(f"no family uses {block!r}")
+
+
+def rank_networks(scores_per_unit: list[list[float]], seed: int | None = None) -> np.ndarray:
+    """Every combination of one unit per position, as rows of unit indices ([n_networks, n_units]).
+
+    Ordered by summed unit score, best first (ties in lexicographic order), or shuffled with ``seed``.
+    """
+    grids = np.indices([len(s) for s in scores_per_unit]).reshape(len(scores_per_unit), -1).T
+    if seed is not None:
+        return grids[np.random.RandomState(seed).permutation(len(grids))]
+    summed = sum(np.asarray(s)[grids[:, u]] for u, s in enumerate(scores_per_unit))
+    return grids[np.argsort(-summed, kind="stable")]

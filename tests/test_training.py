@@ -1,0 +1,93 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import train_predictor
+from conftest import HELP_JSON, REPO
+from iterators.caches import load_cache, write_cache
+from iterators.encoding import encode_archs
+from iterators.search_space import make_arch
+from models.predictor import build_predictor
+from models.training import fit, unit_target_moments
+
+
+def _spearman(config):
+    return config["results"]["test"]["Spearman"]
+
+
+def test_demo_cache_latency_cpu(in_tmp):
+    cache = os.path.join(REPO, "cache", "ofa_mbv3_custom_cache.jsonl.gz")
+    config = train_predictor.main(["-cache", cache, "-target", "latency_cpu", "-epochs_predictor", "25", "-quiet"])
+    assert _spearman(config) > 0.8
+    saved = in_tmp / "saved_models" / f"{config['chkpt']}_predictor.pt"
+    assert saved.exists() and (in_tmp / "configs" / f"{config['chkpt']}_config.json").exists()
+    assert config["chkpt"] == "ofa_mbv3_custom_latency_cpu_GATv2Conv_mean_directed_srcc1"
+
+
+def test_real_gpu_latency_of_help(in_tmp, capsys):
+    config = train_predictor.main(["-cache", HELP_JSON, "-target", "latency_2080ti_64", "-epochs_predictor", "15",
+                                   "-quiet", "-tag", "help"])
+    assert _spearman(config) > 0.9
+    out = capsys.readouterr().out
+    for expected in ("Test set (latency_2080ti_64): MAE", "KendallTau", "hop 4:", "FE-MLP read-out", "kernel",
+                     "Hop moments"):
+        assert expected in out
+    readout = config["results"]["fe_readout"]
+    assert set(readout) == {"stage", "layer", "block_type", "expansion", "kernel", "resolution"}
+    assert all(v >= 0 for scores in readout.values() for v in scores.values())
+
+
+@pytest.fixture
+def small_cache(tmp_path):
+    """200 HELP architectures with their measured latency, in the toolkit's own format, one missing a metric."""
+    help_cache = load_cache(HELP_JSON)
+    entries = [dict(e) for e in help_cache.entries[:200]]
+    del entries[7]["latency_v100_64"]
+    path = str(tmp_path / "small.jsonl.gz")
+    write_cache(path, "ofa_mbv3", help_cache.archs[:200], entries, {})
+    return path
+
+
+def test_plots_without_graphviz_print_one_line(in_tmp, small_cache, capsys, monkeypatch):
+    monkeypatch.setattr("models.plots.shutil.which", lambda name: None)
+    config = train_predictor.main(["-cache", small_cache, "-target", "latency_v100_64", "-epochs_predictor", "2",
+                                   "-quiet", "-plots", "-gnn_type", "GraphConv", "-aggr_method", "sum"])
+    out = capsys.readouterr().out
+    assert "199 on" not in out and "1 skipped for a missing or non-finite metric" in out
+    assert sum("Graphviz" in line for line in out.splitlines()) == 1
+    assert (in_tmp / "plots" / f"{config['chkpt']}_training.png").exists()
+    saved = json.loads((in_tmp / "configs" / f"{config['chkpt']}_config.json").read_text())
+    assert saved["results"]["n_train"] + saved["results"]["n_test"] == 199
+
+
+def test_unit_target_moments_by_hand():
+    two = [["mbconv3_e3_k3"] * 2] * 5
+    arch_a = make_arch(two, 224)                                    # every unit depth index 1
+    arch_b = make_arch([["mbconv3_e3_k3"] * 4] + two[1:], 224)      # unit 1 depth index 3
+    moments = unit_target_moments([arch_a, arch_b, arch_a], np.array([1.0, 5.0, 3.0]), "ofa_mbv3")
+    assert moments.shape == (5, 4, 2)
+    assert moments[0, 1].tolist() == pytest.approx([2.0, 1.0])      # unit 1 at depth index 1: {1, 3}
+    assert moments[0, 3].tolist() == pytest.approx([5.0, 0.0])
+    assert moments[1, 1].tolist() == pytest.approx([3.0, np.std([1.0, 5.0, 3.0])])
+    assert moments[0, 2].tolist() == [0.0, 1.0]                     # never seen: the neutral default
+
+
+def test_interrupted_training_keeps_the_model():
+    archs = load_cache(HELP_JSON).archs[:64]
+    graphs = encode_archs(archs)
+    model = build_predictor({"families": "ofa_mbv3", "gnn_type": "GCNConv", "gnn_dim": 8, "num_layers": 2,
+                             "aggr_method": "mean"})
+    calls = {"n": 0}
+
+    def loss_fn(pred, target, embeds):
+        calls["n"] += 1
+        if calls["n"] == 5:  # during the third epoch of two batches each
+            raise KeyboardInterrupt
+        return ((pred - target) ** 2).mean()
+
+    history = fit(model, graphs, torch.randn(64), np.arange(64), epochs=10, batch_size=32, loss_fn=loss_fn, seed=0,
+                  progress=False)
+    assert len(history) == 2 and not model.training
