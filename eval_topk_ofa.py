@@ -16,7 +16,7 @@ import math
 import numpy as np
 from tqdm import tqdm
 
-from iterators.evaluators import make_evaluator
+from iterators.evaluators import L1_DIR, make_evaluator
 from iterators.results_store import ResultsStore
 from iterators.search_space import validate_resolution
 from iterators.units import assemble, corpus_family, load_unit_corpus, rank_networks, top_k_units
@@ -48,6 +48,7 @@ def main(argv=None) -> list[tuple]:
     p.add_argument("-supernet_path", default=None, help="OFA supernet weights (for -m acc)")
     p.add_argument("-imagenet_dir", default=None, help="ImageNet in ImageFolder layout (for -m acc)")
     p.add_argument("-threads", type=int, default=1, help="torch threads for CPU latency")
+    p.add_argument("-l1_dir", default=L1_DIR, help="folder of latency predictors for <device>_predicted")
     p.add_argument("-quiet", action="store_true")
     args = p.parse_args(argv)
     resolution = validate_resolution(args.res)
@@ -70,7 +71,8 @@ def main(argv=None) -> list[tuple]:
             print(f"{i:>6}  score {s:10.4g}  {describe(arch)}")
         return [(a, s, None) for a, s in zip(archs, summed)]
 
-    evaluator = make_evaluator(args.metric, family, args.supernet_path, args.imagenet_dir, threads=args.threads)
+    evaluator = make_evaluator(args.metric, family, args.supernet_path, args.imagenet_dir, args.l1_dir,
+                               threads=args.threads)
     with ResultsStore(args.db) as store:
         todo = [i for i in range(len(archs)) if i not in store.done(archs, args.metric)]
         print(f"{len(archs) - len(todo)} already in {args.db}, {len(todo)} to evaluate ({args.metric})")

@@ -75,7 +75,8 @@ def predictor_evaluator(metric: str, chkpt: str, unit: str, higher_is_better: bo
 
 
 def make_evaluator(metric: str, family: str, supernet_path: str | None = None, imagenet_dir: str | None = None,
-                   l1_dir: str = L1_DIR, threads: int = 1, warmup: int = 10, repeats: int = 50) -> Evaluator:
+                   l1_dir: str = L1_DIR, threads: int = 1, warmup: int = 10, repeats: int = 50,
+                   batch_size: int = 100) -> Evaluator:
     """The evaluator of ``metric``; fails at once (before any work) when what it needs is missing."""
     if metric in ("flops", "params"):
         def measure(arch):
@@ -97,7 +98,7 @@ def make_evaluator(metric: str, family: str, supernet_path: str | None = None, i
         if not supernet_path or not imagenet_dir:
             raise ValueError(f"-m acc needs -supernet_path (OFA's {ofa.checkpoint_name(family)}) and -imagenet_dir "
                              "(ImageNet in ImageFolder layout with train/ and val/)")
-        evaluator = AccuracyEvaluator(family, supernet_path, imagenet_dir)
+        evaluator = AccuracyEvaluator(family, supernet_path, imagenet_dir, eval_batch_size=batch_size)
         return Evaluator(metric, "%", True, _one_by_one(lambda arch: (evaluator.evaluate(arch), {})))
     if metric.endswith(PREDICTED_SUFFIX):
         device = metric[:-len(PREDICTED_SUFFIX)]
