@@ -1,10 +1,12 @@
 import json
-import multiprocessing as mp
 import random
+import subprocess
+import sys
 
 import pytest
 
 import eval_topk_ofa
+from conftest import REPO
 from iterators.evaluators import Evaluator, latency_predictors, make_evaluator
 from iterators.results_store import ResultsStore
 from iterators.search_space import random_arch
@@ -56,24 +58,29 @@ def test_resume_after_interruption_skips_what_is_done(corpus, tmp_path, monkeypa
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 1 + 4
 
 
-def _writer(args):
-    path, seed = args
-    archs = [random_arch("ofa_mbv3", random.Random(i)) for i in range(40)]
-    written = 0
-    with ResultsStore(path) as store:
-        for i in (range(40) if seed == 0 else reversed(range(40))):
-            written += store.put(archs[i], "flops", float(i), {"writer": seed})
-    return written
+# run in a fresh interpreter that imports only the store, so two writers really run at the same time
+WRITER = """
+import random, sys
+from iterators.results_store import ResultsStore
+from iterators.search_space import random_arch
+path, writer = sys.argv[1], int(sys.argv[2])
+archs = [random_arch("ofa_mbv3", random.Random(i)) for i in range(60)]
+order = range(60) if writer == 0 else reversed(range(60))
+with ResultsStore(path) as store:
+    print(sum(store.put(archs[i], "flops", float(i), {"writer": writer}) for i in order))
+"""
 
 
 def test_two_concurrent_writers(tmp_path):
     path = str(tmp_path / "shared.db")
-    with mp.get_context("spawn").Pool(2) as pool:
-        written = pool.map(_writer, [(path, 0), (path, 1)])
-    assert sum(written) == 40  # every row once, whoever came first
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, path, str(w)], cwd=REPO, stdout=subprocess.PIPE,
+                              text=True) for w in (0, 1)]
+    written = [int(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sum(written) == 60  # every row once, whoever came first
     with ResultsStore(path) as store:
         rows = store.rows("flops")
-        assert len(rows) == 40 and sorted(r["value"] for r in rows) == [float(i) for i in range(40)]
+        assert len(rows) == 60 and sorted(r["value"] for r in rows) == [float(i) for i in range(60)]
         assert store.arch(rows[0]).family == "ofa_mbv3"
 
 
