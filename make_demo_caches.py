@@ -4,7 +4,9 @@
 
 Each architecture's subnet is built from OFA's elastic supernet with random weights (no download); FLOPs and
 parameters are exact (thop), latency is measured on this CPU (batch 1, no_grad, warm-up, median of repeated runs,
-interquartile range kept). ``acc`` is a pseudo-label: the prediction of the published AutoBuild accuracy predictor of
+interquartile range kept). On a shared machine the raw time drifts with the neighbours' load, so every timed run is
+paired with a run of a fixed reference subnet: ``latency_cpu`` is the median ratio to the reference times the
+reference's median latency over the whole cache, and the raw median is kept as ``latency_cpu_raw``. ``acc`` is a pseudo-label: the prediction of the published AutoBuild accuracy predictor of
 the family (../shared/upstream_l1/l1_models). Measurements are appended to a partial file as they are made, so an
 interrupted run resumes where it stopped.
 """
@@ -15,13 +17,14 @@ import json
 import os
 import random
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from iterators.caches import CACHE_DIR, write_cache
 from iterators.encoding import encode_archs
 from iterators.ofa_manager import build_subnet, count_flops_params, cpu_name, measure_latency
-from iterators.search_space import PAPER_RESOLUTIONS, arch_from_json, random_arch
+from iterators.search_space import FAMILIES, PAPER_RESOLUTIONS, arch_from_json, make_arch, random_arch
 from models.checkpoints import load_predictor
 
 UPSTREAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "upstream_l1", "l1_models")
@@ -41,8 +44,17 @@ def sample_archs(family: str, n: int, seed: int) -> list:
     return archs
 
 
+def reference_arch(family: str):
+    """A fixed mid-size subnet: every stage at depth 3 (PN's last at 1) of e4 k5 blocks, at resolution 192."""
+    fam = FAMILIES[family]
+    return make_arch([[fam.block_name(4, 5)] * (3 if 3 in d else d[0]) for d in fam.stage_depths], 192, family)
+
+
 def measure(family: str, n: int, seed: int, warmup: int, repeats: int, threads: int, out_dir: str) -> list[dict]:
-    """Measure every sampled architecture, resuming from the partial file of an earlier run."""
+    """Measure every sampled architecture, resuming from the partial file of an earlier run.
+
+    Rows of an earlier run without a reference ratio keep their exact FLOPs and parameters; only latency is redone.
+    """
     partial = os.path.join(out_dir, f".{family}_measurements.partial.jsonl")
     done = {}
     if os.path.exists(partial):
@@ -52,15 +64,20 @@ def measure(family: str, n: int, seed: int, warmup: int, repeats: int, threads: 
                     row = json.loads(line)
                     done[arch_from_json(row, family).key()] = row
     archs = sample_archs(family, n, seed)
+    ref = reference_arch(family)
+    reference = (build_subnet(ref), ref.resolution)
     with open(partial, "a") as f:
-        for arch in tqdm(archs, desc=f"measure {family}", unit="arch", initial=0):
-            if arch.key() in done:
+        for arch in tqdm(archs, desc=f"measure {family}", unit="arch"):
+            old = done.get(arch.key(), {})
+            if "latency_ratio" in old:
                 continue
             subnet = build_subnet(arch)
-            flops, params = count_flops_params(subnet, arch.resolution)
-            lat = measure_latency(subnet, arch.resolution, warmup=warmup, repeats=repeats, threads=threads)
-            row = {**arch.to_json(), "flops": flops, "n_params": params, "latency_cpu": lat["median_ms"],
-                   "latency_cpu_iqr": lat["iqr_ms"]}
+            flops, params = (old["flops"], old["n_params"]) if old else count_flops_params(subnet, arch.resolution)
+            lat = measure_latency(subnet, arch.resolution, warmup=warmup, repeats=repeats, threads=threads,
+                                  reference=reference)
+            row = {**arch.to_json(), "flops": flops, "n_params": params, "latency_cpu_raw": lat["median_ms"],
+                   "latency_cpu_iqr": lat["iqr_ms"], "latency_ratio": lat["ratio"],
+                   "ref_median_ms": lat["ref_median_ms"]}
             f.write(json.dumps(row) + "\n")
             f.flush()
             done[arch.key()] = row
@@ -73,7 +90,7 @@ def main(argv=None) -> None:
     p.add_argument("-n", type=int, default=2000, help="architectures per family")
     p.add_argument("-seed", type=int, default=0)
     p.add_argument("-warmup", type=int, default=3)
-    p.add_argument("-repeats", type=int, default=9)
+    p.add_argument("-repeats", type=int, default=15)
     p.add_argument("-threads", type=int, default=1, help="torch threads during latency measurement")
     p.add_argument("-upstream_dir", default=UPSTREAM, help="folder of the published AutoBuild l1_models")
     p.add_argument("-out_dir", default=CACHE_DIR)
@@ -89,17 +106,22 @@ def main(argv=None) -> None:
         archs = [arch_from_json(r, family) for r in rows]
         with torch.no_grad():
             acc = labeller.predict(encode_archs(archs).batch()).tolist()
-        entries = [{"acc": a, **{k: v for k, v in r.items() if k not in ("resolution", "config")}}
+        ref_ms = float(np.median([r["ref_median_ms"] for r in rows]))
+        entries = [{"acc": a, "flops": r["flops"], "n_params": r["n_params"],
+                    "latency_cpu": r["latency_ratio"] * ref_ms, "latency_cpu_raw": r["latency_cpu_raw"],
+                    "latency_cpu_iqr": r["latency_cpu_iqr"] * ref_ms / r["ref_median_ms"]}
                    for a, r in zip(acc, rows)]
         lat_how = (f"measured on {cpu}, torch {torch.__version__}, {args.threads} thread(s), batch 1, no_grad, "
-                   f"{args.warmup} warm-up + {args.repeats} timed runs")
+                   f"{args.warmup} warm-up + {args.repeats} timed runs, each paired with a run of the reference "
+                   f"subnet {reference_arch(family).key()} (median {ref_ms:.2f} ms over this cache)")
         metrics = {
             "acc": {"unit": "0-1", "source": f"pseudo-label: prediction of the published AutoBuild accuracy "
                                              f"predictor {os.path.basename(chkpt)} (MIT licence)"},
             "flops": {"unit": "M MACs", "source": "thop on the OFA subnet (conv + linear, batch norm not counted)"},
             "n_params": {"unit": "M", "source": "parameter count of the OFA subnet"},
-            "latency_cpu": {"unit": "ms", "source": "median, " + lat_how},
-            "latency_cpu_iqr": {"unit": "ms", "source": "interquartile range of the same runs"},
+            "latency_cpu": {"unit": "ms", "source": "median ratio to the reference x the reference's median, " + lat_how},
+            "latency_cpu_raw": {"unit": "ms", "source": "raw median of the same runs (drifts with machine load)"},
+            "latency_cpu_iqr": {"unit": "ms", "source": "interquartile range of the same runs, on the latency_cpu scale"},
         }
         path = os.path.join(args.out_dir, f"{family}_custom_cache.jsonl.gz")
         write_cache(path, family, archs, entries, metrics, extra_header={"cpu": cpu, "seed": args.seed},

@@ -87,13 +87,17 @@ def count_flops_params(model: nn.Module, resolution: int) -> tuple[float, float]
 
 
 def measure_latency(model: nn.Module, resolution: int, device: str = "cpu", warmup: int = 10, repeats: int = 30,
-                    threads: int = 1) -> dict:
+                    threads: int = 1, reference: tuple[nn.Module, int] | None = None) -> dict:
     """Batch-1 inference latency of ``model`` at ``resolution`` on ``device`` ("cpu", "cuda" or "cuda:<i>").
 
     A copy of the model is timed in eval mode under ``torch.no_grad()`` with ``torch.set_num_threads(threads)``
     (restored afterwards), after ``warmup`` untimed runs. CPU runs are timed with ``time.perf_counter``; CUDA runs
     with a pair of CUDA events around each inference, the GPU synchronised before and after it.
     Returns median/mean/std/IQR/p10/p90 in milliseconds plus repeats, threads and device.
+
+    With ``reference = (model, resolution)`` the reference network runs right after every timed run, and the result
+    adds ``ref_median_ms`` and ``ratio`` (median / reference median): on a shared machine whose speed drifts, the
+    ratio is far more repeatable than the raw time, since both halves of each pair see the same conditions.
     """
     if warmup < 0 or repeats < 1 or threads < 1:
         raise ValueError("need warmup >= 0, repeats >= 1 and threads >= 1")
@@ -103,23 +107,30 @@ def measure_latency(model: nn.Module, resolution: int, device: str = "cpu", warm
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {device!r}")
 
-    net = copy.deepcopy(model).eval().to(dev)
-    x = torch.randn(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(0)).to(dev)
+    runs = [(model, resolution)] + ([reference] if reference is not None else [])
+    runs = [(copy.deepcopy(m).eval().to(dev),
+             torch.randn(1, 3, r, r, generator=torch.Generator().manual_seed(0)).to(dev)) for m, r in runs]
+    timer = _time_cuda if dev.type == "cuda" else _time_cpu
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.no_grad():
             for _ in range(warmup):
-                net(x)
-            times = [_time_cuda(net, x) if dev.type == "cuda" else _time_cpu(net, x) for _ in range(repeats)]
+                for net, x in runs:
+                    net(x)
+            times = np.array([[timer(net, x) for net, x in runs] for _ in range(repeats)])
     finally:
         torch.set_num_threads(old_threads)
 
-    t = np.asarray(times)
+    t = times[:, 0]
     p10, p25, p75, p90 = np.percentile(t, [10, 25, 75, 90])
-    return {"median_ms": float(np.median(t)), "mean_ms": float(t.mean()),
-            "std_ms": float(t.std(ddof=1)) if len(t) > 1 else 0.0, "iqr_ms": float(p75 - p25),
-            "p10_ms": float(p10), "p90_ms": float(p90), "repeats": repeats, "threads": threads, "device": str(dev)}
+    out = {"median_ms": float(np.median(t)), "mean_ms": float(t.mean()),
+           "std_ms": float(t.std(ddof=1)) if len(t) > 1 else 0.0, "iqr_ms": float(p75 - p25),
+           "p10_ms": float(p10), "p90_ms": float(p90), "repeats": repeats, "threads": threads, "device": str(dev)}
+    if reference is not None:
+        out["ref_median_ms"] = float(np.median(times[:, 1]))
+        out["ratio"] = out["median_ms"] / out["ref_median_ms"]
+    return out
 
 
 def _time_cpu(net: nn.Module, x: torch.Tensor) -> float:
