@@ -1,9 +1,11 @@
 """Predict a target for architectures with any predictor checkpoint of the toolkit or a published one.
 
     python predict.py -chkpt saved_models/X_predictor.pt -archs archs.json [-out predictions.json]
+    python predict.py -chkpt saved_models/Y_predictor.pt -onnx model.onnx -input_size 1 3 224 224   (onnx_ir)
 
 archs.json is a JSON list of {"resolution": 224, "config": [[block strings of stage 1], ...]}. Predictions are in
-the target's own units, one per architecture, in order; printed as JSON when -out is absent.
+the target's own units, one per architecture, in order; printed as JSON when -out is absent. An onnx_ir predictor
+also takes any ONNX model, whose input is fixed to -input_size before shape inference.
 """
 from __future__ import annotations
 
@@ -11,6 +13,10 @@ import argparse
 import json
 import sys
 
+import onnx
+import torch
+
+from iterators.onnx_ir import graph_from_onnx, graphs_to_graphset
 from iterators.search_space import ArchError, arch_from_json
 from models.checkpoints import load_predictor
 from models.predictor import predict_archs
@@ -19,10 +25,21 @@ from models.predictor import predict_archs
 def main(argv=None) -> list[float]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-chkpt", required=True, help="<name>_predictor.pt; its config is found by the paper's naming")
-    p.add_argument("-archs", required=True, help="JSON list of {resolution, config}")
+    p.add_argument("-archs", default=None, help="JSON list of {resolution, config}")
+    p.add_argument("-onnx", default=None, help="an ONNX model file (onnx_ir predictors)")
+    p.add_argument("-input_size", type=int, nargs="+", default=None, help="e.g. 1 3 224 224, with -onnx")
     p.add_argument("-out", default=None, help="write the predictions here instead of stdout")
     args = p.parse_args(argv)
+    if (args.archs is None) == (args.onnx is None):
+        p.error("give either -archs or -onnx")
     model, config = load_predictor(args.chkpt)
+    if args.onnx:
+        if config.get("format") != "onnx_ir":
+            p.error(f"-onnx needs an onnx_ir predictor; {args.chkpt} reads the {config.get('format')} format")
+        graph = onnx_graph_with_input_size(args.onnx, args.input_size)
+        with torch.no_grad():
+            preds = model.predict(graphs_to_graphset([graph]).batch()).tolist()
+        return _emit(preds, args.out, config)
     with open(args.archs) as f:
         entries = json.load(f)
     if not isinstance(entries, list):
@@ -33,11 +50,25 @@ def main(argv=None) -> list[float]:
             archs.append(arch_from_json(entry, config["family"]))
         except ArchError as err:
             p.error(f"{args.archs}: architecture {i}: {err}")
-    preds = predict_archs(model, archs)
-    if args.out:
-        with open(args.out, "w") as f:
+    return _emit(predict_archs(model, archs), args.out, config)
+
+
+def onnx_graph_with_input_size(path: str, input_size: list[int] | None):
+    model = onnx.load(path)
+    if input_size:
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        if len(dims) != len(input_size):
+            raise SystemExit(f"{path}: the model input has {len(dims)} dimensions, -input_size gives {len(input_size)}")
+        for dim, size in zip(dims, input_size):
+            dim.dim_value = size
+    return graph_from_onnx(model)
+
+
+def _emit(preds: list[float], out: str | None, config: dict) -> list[float]:
+    if out:
+        with open(out, "w") as f:
             json.dump(preds, f)
-        print(f"wrote {len(preds)} predictions of {config['target']} to {args.out}", file=sys.stderr)
+        print(f"wrote {len(preds)} predictions of {config['target']} to {out}", file=sys.stderr)
     else:
         json.dump(preds, sys.stdout)
         print()

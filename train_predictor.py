@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from scipy import stats
 
-from iterators.caches import cache_path, load_cache
-from iterators.encoding import encode_archs, encode_arch
-from iterators.graphs import GraphSet
+from iterators.caches import CACHE_DIR, cache_path, load_cache
+from iterators.encoding import encode_archs
+from iterators.onnx_ir import graphs_to_graphset, load_graph_cache
 from iterators.targets import Target
 from models.checkpoints import run_name, save_predictor
 from models.encoder import ACTIVATIONS, GNN_TYPES
@@ -30,10 +30,12 @@ from models.training import (fit, hop_norm_moments, predict_with_embeddings, reg
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-families", default="ofa_mbv3", help="cache family: reads cache/<families>_<format>_cache.*")
+    p.add_argument("-families", default="ofa_mbv3", help="cache family: reads cache/<families>_<format>_cache.*; "
+                   "onnx_ir takes several joined by '+', e.g. ofa_mbv3+ofa_pn")
     p.add_argument("-target", default="acc", help="expression over the cache's metrics, e.g. '(acc*100)/latency_gpu'")
-    p.add_argument("-format", default="custom", choices=["custom"])
+    p.add_argument("-format", default="custom", choices=["custom", "onnx_ir"])
     p.add_argument("-cache", default=None, help="read this cache file instead (.jsonl.gz, .pkl or OFA-notation .json)")
+    p.add_argument("-cache_dir", default=CACHE_DIR, help="where <family>_<format>_cache.* files are looked up")
     p.add_argument("-epochs_predictor", type=int, default=200)
     p.add_argument("-batch_size", type=int, default=128)
     p.add_argument("-gnn_type", default="GATv2Conv", choices=GNN_TYPES)
@@ -55,7 +57,33 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"-{name} must be at least 1")
     if args.batch_size < 2:
         p.error("-batch_size must be at least 2 (batch norm)")
+    if args.format == "custom" and "+" in args.families:
+        p.error("the custom format is family-specific: train on several families with -format onnx_ir")
     return args
+
+
+def load_dataset(args, target: Target):
+    """Entries that have the target: (GraphSet, targets, family of each, the Archs (custom) or OnnxGraphs (onnx_ir),
+    mask of kept entries, source description, family name)."""
+    if args.format == "custom":
+        path = args.cache or cache_path(args.families, "custom", args.cache_dir)
+        cache = load_cache(path)
+        y, keep = target.evaluate(cache.entries, cache.metrics)
+        archs = [a for a, k in zip(cache.archs, keep) if k]
+        return encode_archs(archs), y, [cache.family] * len(archs), archs, keep, path, cache.family
+    if args.cache and "+" in args.families:
+        raise SystemExit("-cache names one file: use -cache_dir to train on several families")
+    graphs, entries, families = [], [], []
+    for family in args.families.split("+"):
+        path = args.cache or cache_path(family, "onnx_ir", args.cache_dir)
+        g, e = load_graph_cache(path, family)
+        graphs += g
+        entries += e
+        families += [family] * len(g)
+    y, keep = target.evaluate(entries, set().union(*entries))
+    kept = [g for g, k in zip(graphs, keep) if k]
+    families = [f for f, k in zip(families, keep) if k]
+    return graphs_to_graphset(kept), y, families, kept, keep, args.families, args.families
 
 
 def format_report(metrics: dict, hop_srcc: list[float], readout: dict, hop_moments: torch.Tensor,
@@ -77,23 +105,20 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
 
-    path = args.cache or cache_path(args.families, args.format)
-    cache = load_cache(path)
     target = Target(args.target)
-    y, keep = target.evaluate(cache.entries, cache.metrics)
-    archs = [a for a, k in zip(cache.archs, keep) if k]
-    print(f"{path}: {len(cache)} architectures of {cache.family}; target {args.target!r} on {len(archs)}"
+    graphs, y, families, archs, keep, source, family = load_dataset(args, target)
+    print(f"{source}: {len(keep)} networks of {family}; target {args.target!r} on {len(y)}"
           + (f", {int((~keep).sum())} skipped for a missing or non-finite metric" if (~keep).any() else ""))
-    if len(archs) < 20:
-        raise SystemExit(f"only {len(archs)} architectures have the target: too few to train and test on")
+    if len(y) < 20:
+        raise SystemExit(f"only {len(y)} networks have the target: too few to train and test on")
 
-    graphs: GraphSet = encode_archs(archs)
-    train_idx, test_idx = split_indices(len(archs), args.seed)
-    config = {**vars(args), "family": cache.family, "cache": os.path.basename(path)}
+    train_idx, test_idx = split_indices(len(y), args.seed)
+    config = {**vars(args), "family": family, "cache": os.path.basename(source)}
     config["chkpt"] = run_name(config)
 
     model = build_predictor(config)
-    model.unit_moments.copy_(unit_target_moments([archs[i] for i in train_idx], y[train_idx], cache.family))
+    if args.format == "custom":
+        model.unit_moments.copy_(unit_target_moments([archs[i] for i in train_idx], y[train_idx], family))
     mean, std = float(y[train_idx].mean()), float(y[train_idx].std())
     model.target_moments.copy_(torch.tensor([mean, std if std > 0 else 1.0]))
     y_std = torch.tensor((y - mean) / float(model.target_moments[1]), dtype=torch.float32)
@@ -106,6 +131,11 @@ def main(argv=None) -> dict:
     preds, norms = predict_with_embeddings(model, graphs, test_idx, args.norm)
     metrics = regression_metrics(y[test_idx], preds)
     hop_srcc = [float(stats.spearmanr(y[test_idx], n).statistic) for n in norms]
+    per_family = {}
+    if len(set(families)) > 1:
+        test_families = np.array([families[i] for i in test_idx])
+        per_family = {f: regression_metrics(y[test_idx][test_families == f], preds[test_families == f])
+                      for f in sorted(set(families))}
     model.test_metrics.copy_(torch.tensor([metrics[k] for k in TEST_METRICS]))
     model.hop_moments.copy_(hop_norm_moments(model, graphs, train_idx, args.norm))
     readout = model.fe_readout()
@@ -113,8 +143,10 @@ def main(argv=None) -> dict:
     print(f"trained {len(history)} epochs in {train_seconds:.1f}s ({train_seconds / max(len(history), 1):.3f} s/epoch)"
           f" on {len(train_idx)} architectures, tested on {len(test_idx)}")
     print(format_report(metrics, hop_srcc, readout, model.hop_moments, args.target))
+    for f, m in per_family.items():
+        print(f"  {f}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()))
 
-    config["results"] = {"test": metrics, "hop_spearman": hop_srcc, "fe_readout": readout,
+    config["results"] = {"test": metrics, "test_per_family": per_family, "hop_spearman": hop_srcc, "fe_readout": readout,
                          "hop_moments": model.hop_moments.tolist(), "epochs_done": len(history),
                          "seconds_per_epoch": train_seconds / max(len(history), 1), "n_train": len(train_idx),
                          "n_test": len(test_idx), "n_skipped": int((~keep).sum()), "loss_history": history}
@@ -126,12 +158,13 @@ def main(argv=None) -> dict:
         plot_dir = ensure_dir(os.path.join(args.out_dir, "plots"))
         prefix = os.path.join(plot_dir, config["chkpt"])
         print("plots:", plot_training(history, y[test_idx], preds, args.target, prefix + "_training.png"))
-        best = archs[int(np.argmax(y))]
-        data = encode_arch(best)
-        labels = [f"S{s + 1}.{b + 1}\\ne{e} k{k}" for s, stage in enumerate(best.stages)
-                  for b, (e, k) in enumerate(stage)]
-        batch = GraphSet.from_lists([data.x.numpy()], [data.edge_index.numpy()]).batch()
-        for p in draw_hop_graphs(model, batch, labels, args.norm, prefix + "_best"):
+        best = int(np.argmax(y))
+        if args.format == "custom":
+            labels = [f"S{s + 1}.{b + 1}\\ne{e} k{k}" for s, stage in enumerate(archs[best].stages)
+                      for b, (e, k) in enumerate(stage)]
+        else:
+            labels = archs[best].op_types
+        for p in draw_hop_graphs(model, graphs.batch([best]), labels, args.norm, prefix + "_best"):
             print("plots:", p)
     return config
 

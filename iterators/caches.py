@@ -24,7 +24,7 @@ from iterators.search_space import Arch, FAMILIES, arch_from_json, from_ofa, mak
 
 CACHE_VERSION = 1
 CACHE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cache")
-ARCH_KEYS = ("resolution", "config")
+ARCH_KEYS = ("resolution", "config", "graph")
 
 
 class CacheError(ValueError):
@@ -34,9 +34,10 @@ class CacheError(ValueError):
 @dataclass
 class Cache:
     family: str
-    archs: list[Arch]
+    archs: list[Arch | None]      # None for a network outside the OFA spaces (onnx_ir caches)
     entries: list[dict]           # metrics of archs[i], by name
     header: dict = field(default_factory=dict)
+    graphs: list[dict] | None = None  # onnx_ir caches: {"x", "edges", "op_types"} per entry (iterators/onnx_ir.py)
 
     @property
     def metrics(self) -> set[str]:
@@ -57,16 +58,18 @@ def base_family(name: str) -> str:
     raise CacheError(f"{name!r} names no known family ({', '.join(FAMILIES)})")
 
 
-def write_cache(path: str, family: str, archs: list[Arch], entries: list[dict], metrics: dict,
-                notes: str = "", graph_format: str = "custom", extra_header: dict | None = None) -> None:
+def write_cache(path: str, family: str, archs: list[Arch | None], entries: list[dict], metrics: dict,
+                notes: str = "", graph_format: str = "custom", extra_header: dict | None = None,
+                graphs: list[dict] | None = None) -> None:
     """Write the own format atomically (a crash never leaves a half-written cache behind)."""
     header = {"autobuild_cache": CACHE_VERSION, "family": family, "format": graph_format,
               "metrics": metrics, "count": len(archs), "notes": notes, **(extra_header or {})}
     tmp = path + ".tmp"
     with gzip.GzipFile(tmp, "wb", mtime=0) as raw:
         raw.write((json.dumps(header) + "\n").encode())
-        for arch, metric_values in zip(archs, entries):
-            raw.write((json.dumps({**arch.to_json(), **metric_values}) + "\n").encode())
+        for i, (arch, metric_values) in enumerate(zip(archs, entries)):
+            row = {**(arch.to_json() if arch else {}), **({"graph": graphs[i]} if graphs else {}), **metric_values}
+            raw.write((json.dumps(row) + "\n").encode())
     os.replace(tmp, path)
 
 
@@ -76,15 +79,19 @@ def read_own_cache(path: str) -> Cache:
         if header.get("autobuild_cache") != CACHE_VERSION:
             raise CacheError(f"{path}: not an AutoBuild cache of version {CACHE_VERSION} (header: {header})")
         family = header["family"]
-        archs, entries = [], []
+        archs, entries, graphs = [], [], []
         for line_no, line in enumerate(f, start=2):
             row = json.loads(line)
             try:
-                archs.append(arch_from_json(row, family))
+                archs.append(arch_from_json(row, family) if "config" in row else None)
             except ValueError as err:
                 raise CacheError(f"{path}:{line_no}: {err}") from None
+            if header.get("format") == "onnx_ir":
+                if "graph" not in row:
+                    raise CacheError(f"{path}:{line_no}: an onnx_ir cache entry needs a 'graph'")
+                graphs.append(row["graph"])
             entries.append({k: v for k, v in row.items() if k not in ARCH_KEYS})
-    return Cache(family, archs, entries, header)
+    return Cache(family, archs, entries, header, graphs or None)
 
 
 def read_published_cache(path: str) -> Cache:

@@ -42,7 +42,7 @@ import onnx
 import torch
 from torch import nn
 
-from iterators.caches import CacheError
+from iterators.caches import CacheError, read_own_cache
 from iterators.graphs import GraphSet
 from iterators.ofa_manager import build_subnet
 from iterators.safe_pickle import restricted_load
@@ -371,3 +371,27 @@ def read_legacy_onnx_cache(path: str | os.PathLike) -> list[dict]:
     if oov:
         warnings.warn(f"{path}: {_oov_message(oov)}", stacklevel=2)
     return entries
+
+
+def graph_record(graph: OnnxGraph) -> dict:
+    """An OnnxGraph as plain arrays for the JSON-lines cache."""
+    return {"x": np.round(graph.x, 6).tolist(), "edges": graph.edges.tolist(), "op_types": graph.op_types}
+
+
+def graph_from_record(record: dict) -> OnnxGraph:
+    x = np.asarray(record["x"], dtype=np.float32).reshape(-1, N_FEATURES)
+    ops = record["op_types"]
+    return OnnxGraph(x, np.asarray(record["edges"], dtype=np.int64).reshape(2, -1), ops,
+                     sum(OP_INDEX.get(op, OOV) == OOV for op in ops))
+
+
+def load_graph_cache(path: str, family: str) -> tuple[list[OnnxGraph], list[dict]]:
+    """Graphs and metric dicts of an onnx_ir cache: the toolkit's (.jsonl.gz) or a published pickle (.pkl)."""
+    if path.endswith(".pkl"):
+        entries = read_legacy_onnx_cache(path)
+        graphs = [e.pop("graph") for e in entries]
+        return graphs, [{k: v for k, v in e.items() if isinstance(v, (int, float))} for e in entries]
+    cache = read_own_cache(path)
+    if cache.graphs is None:
+        raise CacheError(f"{path} is a {cache.header.get('format')} cache, not onnx_ir")
+    return [graph_from_record(g) for g in cache.graphs], cache.entries

@@ -66,7 +66,8 @@ def load_config(path: str) -> dict:
         config = restricted_load(path)
         if not isinstance(config, dict):
             raise ValueError(f"{path}: expected a pickled dict of training arguments")
-    config.setdefault("family", base_family(config["families"]))
+    if "family" not in config:
+        config["family"] = base_family(config["families"])
     return config
 
 

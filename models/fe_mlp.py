@@ -70,3 +70,35 @@ class SequenceFEMLP(nn.Module):
             out["resolution"] = {f"r{res}": v for res, v in
                                  zip(READOUT_RESOLUTIONS, self.resolution(r).abs().squeeze(1).tolist())}
         return out
+
+
+class OpGraphFEMLP(nn.Module):
+    """FE-MLP of the ONNX-IR graph: x [N, 19] (layout in iterators/onnx_ir.py) -> h0 [N, 3].
+
+    Op type -> embedding -> scalar; the 12 shape columns -> linear -> scalar; the 6 attribute columns -> linear ->
+    scalar. A buffer counts the op types seen in training, so the read-out lists only ops the model has learned.
+    """
+
+    out_dim = 3
+
+    def __init__(self, embed_dim: int = 8):
+        super().__init__()
+        from iterators import onnx_ir
+        self.vocab = onnx_ir.OP_VOCAB
+        self._shapes, self._attrs = onnx_ir.SHAPE_COLUMNS, onnx_ir.ATTR_COLUMNS
+        self.op = CategoryScalar(len(self.vocab), embed_dim)
+        n_shape = self._shapes.stop - self._shapes.start
+        n_attr = self._attrs.stop - self._attrs.start
+        self.shape = nn.Sequential(nn.Linear(n_shape, embed_dim), nn.Linear(embed_dim, 1))
+        self.attr = nn.Sequential(nn.Linear(n_attr, embed_dim), nn.Linear(embed_dim, 1))
+        self.register_buffer("op_seen", torch.zeros(len(self.vocab)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ops = x[:, 0].long()
+        if self.training:
+            self.op_seen += torch.bincount(ops, minlength=len(self.vocab)).to(self.op_seen)
+        return torch.cat([self.op(ops), self.shape(x[:, self._shapes]), self.attr(x[:, self._attrs])], dim=1).abs()
+
+    def readout(self) -> dict[str, dict[str, float]]:
+        scores = self.op.scores()
+        return {"op_type": {self.vocab[i]: scores[i] for i in torch.nonzero(self.op_seen).flatten().tolist()}}

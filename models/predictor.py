@@ -14,7 +14,7 @@ from iterators.encoding import encode_archs
 from iterators.graphs import GraphBatch
 from iterators.search_space import Arch
 from models.encoder import HopEncoder, make_activation
-from models.fe_mlp import SequenceFEMLP
+from models.fe_mlp import OpGraphFEMLP, SequenceFEMLP
 
 POOLS = {"mean": pyg.global_mean_pool, "sum": pyg.global_add_pool, "max": pyg.global_max_pool}
 TEST_METRICS = ("MAE", "MAPE", "Spearman", "KendallTau")
@@ -83,11 +83,16 @@ def predict_archs(model: Predictor, archs: list[Arch], batch_size: int = 256) ->
             for v in model.predict(graphs.batch(torch.arange(start, min(start + batch_size, len(graphs))))).tolist()]
 
 
+FE_MLPS = {"custom": SequenceFEMLP, "onnx_ir": OpGraphFEMLP}
+
+
 def build_predictor(config: dict) -> Predictor:
     """A predictor from a training config (the dict saved beside every checkpoint)."""
-    if config.get("format", "custom") != "custom":
-        raise ValueError(f"graph format {config.get('format')!r} is not supported by this predictor")
-    return Predictor(SequenceFEMLP(), gnn_dim=config["gnn_dim"], num_layers=config["num_layers"],
+    graph_format = config.get("format", "custom")
+    if graph_format not in FE_MLPS:
+        raise ValueError(f"unknown graph format {graph_format!r}; choose one of {', '.join(FE_MLPS)}")
+    return Predictor(FE_MLPS[graph_format](), gnn_dim=config["gnn_dim"], num_layers=config["num_layers"],
                      gnn_type=config["gnn_type"], aggr_method=config["aggr_method"],
                      gnn_activ=config.get("gnn_activ", "ReLU"), reg_activ=config.get("reg_activ", "ReLU"),
-                     unit_moment_shape=UNIT_MOMENT_SHAPES.get(config.get("family", config["families"]), (0, 0)))
+                     unit_moment_shape=UNIT_MOMENT_SHAPES.get(config.get("family"), (0, 0))
+                     if graph_format == "custom" else (0, 0))

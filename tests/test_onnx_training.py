@@ -1,0 +1,95 @@
+import math
+import pickle
+import sys
+import types
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+import predict
+import train_predictor
+from iterators.caches import write_cache
+from iterators.onnx_ir import graph_from_torch, graph_record, load_graph_cache
+from models.checkpoints import save_predictor
+from models.predictor import build_predictor
+
+
+def _tiny_net(channels: int, kernel: int, depth: int) -> nn.Module:
+    layers, c_in = [], 3
+    for _ in range(depth):
+        layers += [nn.Conv2d(c_in, channels, kernel, padding=kernel // 2), nn.ReLU()]
+        c_in = channels
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10))
+
+
+def _write_family(tmp_path, family: str, depth: int) -> None:
+    graphs, entries = [], []
+    for channels in (4, 8, 12, 16, 24):
+        for kernel in (1, 3, 5, 7):
+            graphs.append(graph_record(graph_from_torch(_tiny_net(channels, kernel, depth), (1, 3, 16, 16))))
+            entries.append({"flops": channels * kernel * kernel * depth})
+    write_cache(str(tmp_path / f"{family}_onnx_ir_cache.jsonl.gz"), family, [None] * len(graphs), entries,
+                {"flops": {"unit": "a.u."}}, graph_format="onnx_ir", graphs=graphs)
+
+
+def test_onnx_ir_training_across_families(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_family(tmp_path, "netA", 1)
+    _write_family(tmp_path, "netB", 2)
+    config = train_predictor.main(["-format", "onnx_ir", "-families", "netA+netB", "-cache_dir", str(tmp_path),
+                                   "-target", "flops", "-epochs_predictor", "3", "-quiet", "-batch_size", "8"])
+    out = capsys.readouterr().out
+    assert "netA: MAE" in out and "netB: MAE" in out and "op_type" in out
+    assert set(config["results"]["test_per_family"]) == {"netA", "netB"}
+    assert set(config["results"]["fe_readout"]["op_type"]) == {"input", "output", "Conv", "Relu", "GlobalAveragePool",
+                                                                "Flatten", "Gemm"}
+    assert config["chkpt"] == "netA+netB_onnx_ir_flops_GATv2Conv_mean_directed_srcc1"
+
+
+def test_predict_an_onnx_file_exported_on_the_spot(tmp_path):
+    cfg = {"families": "ofa_mbv3+ofa_pn", "family": "ofa_mbv3+ofa_pn", "format": "onnx_ir", "target": "latency_cpu",
+           "gnn_type": "GATv2Conv", "gnn_dim": 16, "num_layers": 2, "aggr_method": "mean", "chkpt": "tiny_onnx"}
+    model_path, _ = save_predictor(build_predictor(cfg).eval(), cfg, str(tmp_path / "saved_models"),
+                                   str(tmp_path / "configs"))
+    net = torchvision.models.mobilenet_v3_small(weights=None).eval()
+    onnx_path = str(tmp_path / "mobilenet_v3_small.onnx")
+    torch.onnx.export(net, torch.zeros(1, 3, 224, 224), onnx_path, dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "batch", 2: "h", 3: "w"}})
+    preds = predict.main(["-chkpt", model_path, "-onnx", onnx_path, "-input_size", "1", "3", "224", "224"])
+    assert len(preds) == 1 and math.isfinite(preds[0])
+
+
+def test_published_onnx_ir_pickle_reads_as_a_graph_cache(tmp_path, monkeypatch):
+    graph_mod, node_mod = types.ModuleType("onnx_ir.graph"), types.ModuleType("onnx_ir.node")
+
+    class Graph:
+        pass
+
+    class Node:
+        pass
+
+    Graph.__module__, Node.__module__ = "onnx_ir.graph", "onnx_ir.node"
+    Graph.__qualname__, Node.__qualname__ = "Graph", "Node"
+    graph_mod.Graph, node_mod.Node = Graph, Node
+    monkeypatch.setitem(sys.modules, "onnx_ir", types.ModuleType("onnx_ir"))
+    monkeypatch.setitem(sys.modules, "onnx_ir.graph", graph_mod)
+    monkeypatch.setitem(sys.modules, "onnx_ir.node", node_mod)
+
+    def value(name, dims):
+        return {"name": name, "type": {"tensorType": {"shape": {"dim": [{"dimValue": str(d)} for d in dims]}}}}
+
+    relu = Node()
+    relu.__dict__.update(str_id="0", name="relu", op_type="Relu", inputs=[value("x", [1, 8, 4, 4])],
+                         outputs=[value("y", [1, 8, 4, 4])], attribute=[], initializer=[])
+    g = Graph()
+    g.__dict__.update(onnx_meta_info={}, metadata={}, nodes=[relu], src2dst={}, input_nodes=["0"], output_nodes=["0"])
+    path = tmp_path / "legacy_onnx_ir_cache.pkl"
+    path.write_bytes(pickle.dumps([{"graph": g, "acc": 0.7, "family": "x"}]))
+    monkeypatch.delitem(sys.modules, "onnx_ir")
+    monkeypatch.delitem(sys.modules, "onnx_ir.graph")
+    monkeypatch.delitem(sys.modules, "onnx_ir.node")
+    graphs, entries = load_graph_cache(str(path), "x")
+    assert entries == [{"acc": 0.7}] and graphs[0].op_types == ["input", "Relu", "output"]
+    np.testing.assert_allclose(graphs[0].x[1, 1:4], [8 / 256, 4 / 128, 4 / 128])
