@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from scipy import stats
 
 from iterators.caches import CACHE_DIR, cache_path, load_cache
 from iterators.encoding import encode_archs
+from iterators.graphs import GraphSet
 from iterators.onnx_ir import graphs_to_graphset, load_graph_cache
 from iterators.targets import Target
 from models.checkpoints import run_name, save_predictor
@@ -62,15 +64,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def load_dataset(args, target: Target):
-    """Entries that have the target: (GraphSet, targets, family of each, the Archs (custom) or OnnxGraphs (onnx_ir),
-    mask of kept entries, source description, family name)."""
+class Dataset(NamedTuple):
+    """The entries of the cache(s) that have the target."""
+    graphs: GraphSet
+    y: np.ndarray
+    families: list[str]  # family of every entry
+    items: list          # Archs (custom) or OnnxGraphs (onnx_ir)
+    keep: np.ndarray     # mask over all entries read: which had the target
+    source: str
+    family: str
+
+
+def load_dataset(args, target: Target) -> Dataset:
     if args.format == "custom":
         path = args.cache or cache_path(args.families, "custom", args.cache_dir)
         cache = load_cache(path)
         y, keep = target.evaluate(cache.entries, cache.metrics)
         archs = [a for a, k in zip(cache.archs, keep) if k]
-        return encode_archs(archs), y, [cache.family] * len(archs), archs, keep, path, cache.family
+        return Dataset(encode_archs(archs), y, [cache.family] * len(archs), archs, keep, path, cache.family)
     if args.cache and "+" in args.families:
         raise SystemExit("-cache names one file: use -cache_dir to train on several families")
     graphs, entries, families = [], [], []
@@ -83,7 +94,7 @@ def load_dataset(args, target: Target):
     y, keep = target.evaluate(entries, set().union(*entries))
     kept = [g for g, k in zip(graphs, keep) if k]
     families = [f for f, k in zip(families, keep) if k]
-    return graphs_to_graphset(kept), y, families, kept, keep, args.families, args.families
+    return Dataset(graphs_to_graphset(kept), y, families, kept, keep, args.families, args.families)
 
 
 def format_report(metrics: dict, hop_srcc: list[float], readout: dict, hop_moments: torch.Tensor,
@@ -106,7 +117,7 @@ def main(argv=None) -> dict:
     np.random.seed(args.seed)
 
     target = Target(args.target)
-    graphs, y, families, archs, keep, source, family = load_dataset(args, target)
+    graphs, y, families, items, keep, source, family = load_dataset(args, target)
     print(f"{source}: {len(keep)} networks of {family}; target {args.target!r} on {len(y)}"
           + (f", {int((~keep).sum())} skipped for a missing or non-finite metric" if (~keep).any() else ""))
     if len(y) < 20:
@@ -118,7 +129,7 @@ def main(argv=None) -> dict:
 
     model = build_predictor(config)
     if args.format == "custom":
-        model.unit_moments.copy_(unit_target_moments([archs[i] for i in train_idx], y[train_idx], family))
+        model.unit_moments.copy_(unit_target_moments([items[i] for i in train_idx], y[train_idx], family))
     mean, std = float(y[train_idx].mean()), float(y[train_idx].std())
     model.target_moments.copy_(torch.tensor([mean, std if std > 0 else 1.0]))
     y_std = torch.tensor((y - mean) / float(model.target_moments[1]), dtype=torch.float32)
@@ -160,10 +171,10 @@ def main(argv=None) -> dict:
         print("plots:", plot_training(history, y[test_idx], preds, args.target, prefix + "_training.png"))
         best = int(np.argmax(y))
         if args.format == "custom":
-            labels = [f"S{s + 1}.{b + 1}\\ne{e} k{k}" for s, stage in enumerate(archs[best].stages)
+            labels = [f"S{s + 1}.{b + 1}\\ne{e} k{k}" for s, stage in enumerate(items[best].stages)
                       for b, (e, k) in enumerate(stage)]
         else:
-            labels = archs[best].op_types
+            labels = items[best].op_types
         for p in draw_hop_graphs(model, graphs.batch([best]), labels, args.norm, prefix + "_best"):
             print("plots:", p)
     return config
