@@ -89,8 +89,8 @@ def main(argv=None) -> None:
     p.add_argument("-families", nargs="+", default=["ofa_mbv3", "ofa_pn"])
     p.add_argument("-n", type=int, default=2000, help="architectures per family")
     p.add_argument("-seed", type=int, default=0)
-    p.add_argument("-warmup", type=int, default=3)
-    p.add_argument("-repeats", type=int, default=15)
+    p.add_argument("-warmup", type=int, default=2)
+    p.add_argument("-repeats", type=int, default=9)
     p.add_argument("-threads", type=int, default=1, help="torch threads during latency measurement")
     p.add_argument("-upstream_dir", default=UPSTREAM, help="folder of the published AutoBuild l1_models")
     p.add_argument("-out_dir", default=CACHE_DIR)
@@ -112,7 +112,7 @@ def main(argv=None) -> None:
                     "latency_cpu_iqr": r["latency_cpu_iqr"] * ref_ms / r["ref_median_ms"]}
                    for a, r in zip(acc, rows)]
         lat_how = (f"measured on {cpu}, torch {torch.__version__}, {args.threads} thread(s), batch 1, no_grad, "
-                   f"{args.warmup} warm-up + {args.repeats} timed runs, each paired with a run of the reference "
+                   f"{args.warmup} warm-up + {args.repeats} timed runs (more for rows kept from an earlier run), each paired with a run of the reference "
                    f"subnet {reference_arch(family).key()} (median {ref_ms:.2f} ms over this cache)")
         metrics = {
             "acc": {"unit": "0-1", "source": f"pseudo-label: prediction of the published AutoBuild accuracy "
