@@ -78,10 +78,11 @@ class SearchSpace:
             if family not in (None, fam) or (merged is not None and len(space) != len(merged)):
                 raise ValueError(f"{path}: a {fam} space of {len(space)} units cannot merge with a {family} space")
             family = fam
-            merged = merged or [[] for _ in space]
+            merged = merged or [{} for _ in space]  # per position: key -> config, in first-seen order
             for pos, configs in enumerate(space):
-                merged[pos] += [c for c in configs if _key(c) not in {_key(m) for m in merged[pos]}]
-        candidates = [UnitCandidates(family, u, configs) for u, configs in enumerate(merged, start=1)]
+                for c in configs:
+                    merged[pos].setdefault(_key(c), c)
+        candidates = [UnitCandidates(family, u, list(configs.values())) for u, configs in enumerate(merged, start=1)]
         for cand in candidates:
             for config in cand.configs:
                 unit_stages(family, cand.unit, config)  # validate every listed unit
