@@ -37,6 +37,12 @@ def main(argv=None) -> list[float]:
         if config.get("format") != "onnx_ir":
             p.error(f"-onnx needs an onnx_ir predictor; {args.chkpt} reads the {config.get('format')} format")
         graph = onnx_graph_with_input_size(args.onnx, args.input_size)
+        unseen = model.fe_mlp.unseen_ops(graph.op_types)
+        if unseen:
+            names = ", ".join(f"{op} x{n}" for op, n in unseen.most_common())
+            print(f"warning: {sum(unseen.values())} of {len(graph.op_types)} operators have a type this predictor never "
+                  f"saw in training ({names}); their embeddings are untrained, so the prediction extrapolates",
+                  file=sys.stderr)
         with torch.no_grad():
             preds = model.predict(graphs_to_graphset([graph]).batch()).tolist()
         return _emit(preds, args.out, config)

@@ -97,10 +97,13 @@ def load_dataset(args, target: Target) -> Dataset:
     return Dataset(graphs_to_graphset(kept), y, families, kept, keep, args.families, args.families)
 
 
+def format_metrics(metrics: dict) -> str:
+    return ", ".join(f"{k} {v:.4f}" + ("%" if k == "MAPE" else "") for k, v in metrics.items())
+
+
 def format_report(metrics: dict, hop_srcc: list[float], readout: dict, hop_moments: torch.Tensor,
                   target: str) -> str:
-    lines = [f"Test set ({target}): " + ", ".join(f"{k} {v:.4f}" + ("%" if k == "MAPE" else "")
-                                                   for k, v in metrics.items())]
+    lines = [f"Test set ({target}): " + format_metrics(metrics)]
     lines.append("Spearman of the hop-level graph-embedding norm with the target: " +
                  ", ".join(f"hop {h}: {v:+.4f}" for h, v in enumerate(hop_srcc)))
     lines.append("FE-MLP read-out (score of each feature value, larger = more influential):")
@@ -142,11 +145,12 @@ def main(argv=None) -> dict:
     preds, norms = predict_with_embeddings(model, graphs, test_idx, args.norm)
     metrics = regression_metrics(y[test_idx], preds)
     hop_srcc = [float(stats.spearmanr(y[test_idx], n).statistic) for n in norms]
-    per_family = {}
+    per_family, family_sizes = {}, {}
     if len(set(families)) > 1:
         test_families = np.array([families[i] for i in test_idx])
+        family_sizes = {f: int((test_families == f).sum()) for f in sorted(set(families))}
         per_family = {f: regression_metrics(y[test_idx][test_families == f], preds[test_families == f])
-                      for f in sorted(set(families))}
+                      for f in family_sizes}
     model.test_metrics.copy_(torch.tensor([metrics[k] for k in TEST_METRICS]))
     model.hop_moments.copy_(hop_norm_moments(model, graphs, train_idx, args.norm))
     readout = model.fe_readout()
@@ -155,7 +159,7 @@ def main(argv=None) -> dict:
           f" on {len(train_idx)} architectures, tested on {len(test_idx)}")
     print(format_report(metrics, hop_srcc, readout, model.hop_moments, args.target))
     for f, m in per_family.items():
-        print(f"  {f}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()))
+        print(f"  {f} ({family_sizes[f]} test networks): {format_metrics(m)}")
 
     config["results"] = {"test": metrics, "test_per_family": per_family, "hop_spearman": hop_srcc, "fe_readout": readout,
                          "hop_moments": model.hop_moments.tolist(), "epochs_done": len(history),

@@ -8,6 +8,8 @@ so each column of ``h0`` is the learned importance of one category's value, read
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 from torch import nn
 
@@ -98,6 +100,11 @@ class OpGraphFEMLP(nn.Module):
         if self.training:
             self.op_seen += torch.bincount(ops, minlength=len(self.vocab)).to(self.op_seen)
         return torch.cat([self.op(ops), self.shape(x[:, self._shapes]), self.attr(x[:, self._attrs])], dim=1).abs()
+
+    def unseen_ops(self, op_types: list[str]) -> Counter:
+        """Count the ops of a graph whose type never occurred in training: their embeddings are untrained."""
+        seen = {self.vocab[i] for i in torch.nonzero(self.op_seen).flatten().tolist()}
+        return Counter(op for op in op_types if op not in seen)
 
     def readout(self) -> dict[str, dict[str, float]]:
         scores = self.op.scores()

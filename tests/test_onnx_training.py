@@ -1,5 +1,6 @@
 import math
 import pickle
+import re
 import sys
 import types
 
@@ -11,7 +12,7 @@ from torch import nn
 import predict
 import train_predictor
 from iterators.caches import write_cache
-from iterators.onnx_ir import graph_from_torch, graph_record, load_graph_cache
+from iterators.onnx_ir import OP_INDEX, graph_from_torch, graph_record, load_graph_cache
 from models.checkpoints import save_predictor
 from models.predictor import build_predictor
 
@@ -41,24 +42,32 @@ def test_onnx_ir_training_across_families(tmp_path, capsys, monkeypatch):
     config = train_predictor.main(["-format", "onnx_ir", "-families", "netA+netB", "-cache_dir", str(tmp_path),
                                    "-target", "flops", "-epochs_predictor", "3", "-quiet", "-batch_size", "8"])
     out = capsys.readouterr().out
-    assert "netA: MAE" in out and "netB: MAE" in out and "op_type" in out
+    sizes = {f: int(re.search(rf"{f} \((\d+) test networks\): MAE", out).group(1)) for f in ("netA", "netB")}
+    assert sum(sizes.values()) == config["results"]["n_test"] and "op_type" in out
     assert set(config["results"]["test_per_family"]) == {"netA", "netB"}
     assert set(config["results"]["fe_readout"]["op_type"]) == {"input", "output", "Conv", "Relu", "GlobalAveragePool",
                                                                 "Flatten", "Gemm"}
     assert config["chkpt"] == "netA+netB_onnx_ir_flops_GATv2Conv_mean_directed_srcc1"
 
 
-def test_predict_an_onnx_file_exported_on_the_spot(tmp_path):
+def test_predict_an_onnx_file_exported_on_the_spot(tmp_path, capsys):
     cfg = {"families": "ofa_mbv3+ofa_pn", "family": "ofa_mbv3+ofa_pn", "format": "onnx_ir", "target": "latency_cpu",
            "gnn_type": "GATv2Conv", "gnn_dim": 16, "num_layers": 2, "aggr_method": "mean", "chkpt": "tiny_onnx"}
-    model_path, _ = save_predictor(build_predictor(cfg).eval(), cfg, str(tmp_path / "saved_models"),
-                                   str(tmp_path / "configs"))
+    predictor = build_predictor(cfg).eval()
+    seen = ("input", "output", "Conv", "Relu", "Add", "Mul", "Gemm", "Flatten")
+    for op in seen:  # as if trained on networks with these ops only
+        predictor.fe_mlp.op_seen[OP_INDEX[op]] = 1
+    model_path, _ = save_predictor(predictor, cfg, str(tmp_path / "saved_models"), str(tmp_path / "configs"))
     net = torchvision.models.mobilenet_v3_small(weights=None).eval()
     onnx_path = str(tmp_path / "mobilenet_v3_small.onnx")
     torch.onnx.export(net, torch.zeros(1, 3, 224, 224), onnx_path, dynamo=False, input_names=["x"],
                       dynamic_axes={"x": {0: "batch", 2: "h", 3: "w"}})
     preds = predict.main(["-chkpt", model_path, "-onnx", onnx_path, "-input_size", "1", "3", "224", "224"])
     assert len(preds) == 1 and math.isfinite(preds[0])
+    # MobileNetV3-Small: HardSwish in the stem, twice in each of 8 bneck blocks, the last conv and the classifier (19);
+    # 9 SE blocks with a pool and a HardSigmoid each, plus the final pool
+    warning = capsys.readouterr().err
+    assert "HardSwish x19, GlobalAveragePool x10, HardSigmoid x9" in warning and "Conv" not in warning
 
 
 def test_published_onnx_ir_pickle_reads_as_a_graph_cache(tmp_path, monkeypatch):
