@@ -34,10 +34,23 @@ class ResultsStore:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None)  # autocommit: one write, one commit
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(_SCHEMA)
+        self._set_up(timeout)
         self.host = socket.gethostname()
+
+    def _set_up(self, timeout: float) -> None:
+        # Two processes opening a new database at once can get "database is locked" from the switch to WAL without
+        # SQLite's busy handler ever waiting (the WAL file is being created), so the set-up retries on its own.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.execute(_SCHEMA)
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
         self.db.close()
