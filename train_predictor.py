@@ -175,7 +175,7 @@ def main(argv=None) -> dict:
         print("plots:", plot_training(history, y[test_idx], preds, args.target, prefix + "_training.png"))
         best = int(np.argmax(y))
         if args.format == "custom":
-            labels = [f"S{s + 1}.{b + 1}\\ne{e} k{k}" for s, stage in enumerate(items[best].stages)
+            labels = [f"S{s + 1}.{b + 1}\ne{e} k{k}" for s, stage in enumerate(items[best].stages)
                       for b, (e, k) in enumerate(stage)]
         else:
             labels = items[best].op_types

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 
 import matplotlib
 
@@ -30,37 +28,66 @@ def plot_training(history: list[float], y_true: np.ndarray, y_pred: np.ndarray, 
     return path
 
 
-def _dot_graph(labels: list[str], values: list[float], edges: list[tuple[int, int]], title: str) -> str:
-    """Graphviz source with nodes filled from white (lowest value) to red (highest)."""
-    lo, hi = min(values), max(values)
-    lines = [f'digraph G {{ rankdir=LR; label="{title}"; node [shape=box, style=filled, fontname=Helvetica];']
-    for i, (label, v) in enumerate(zip(labels, values)):
-        t = 0.0 if hi == lo else (v - lo) / (hi - lo)
-        g = int(255 * (1 - t))
-        lines.append(f'n{i} [label="{label}\\n{v:.3g}", fillcolor="#ff{g:02x}{g:02x}"];')
-    lines += [f"n{a} -> n{b};" for a, b in edges]
-    return "\n".join(lines + ["}"])
+def layered_layout(n: int, edges: list[tuple[int, int]], row_length: int = 40) -> np.ndarray:
+    """Positions [n, 2] of a DAG's nodes: x = longest path from a source (its layer), y = slot within the layer.
+
+    Layers beyond ``row_length`` wrap onto further rows below, so a 200-operator chain stays readable.
+    """
+    succ = [[] for _ in range(n)]
+    indegree = [0] * n
+    for a, b in edges:
+        succ[a].append(b)
+        indegree[b] += 1
+    depth, ready = [0] * n, [v for v in range(n) if indegree[v] == 0]
+    while ready:  # Kahn's order; a node's depth is final once all its predecessors are done
+        v = ready.pop()
+        for w in succ[v]:
+            depth[w] = max(depth[w], depth[v] + 1)
+            indegree[w] -= 1
+            if indegree[w] == 0:
+                ready.append(w)
+    if any(indegree):
+        raise ValueError("layered_layout needs a directed acyclic graph")
+    slot, width = [0] * n, {}
+    for v in range(n):
+        slot[v] = width.get(depth[v], 0)
+        width[depth[v]] = slot[v] + 1
+    row_height = max(width.values()) + 1
+    return np.array([(d % row_length, -(d // row_length) * row_height - s) for d, s in zip(depth, slot)], float)
+
+
+def _edge_path(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A straight line, or an arc over the nodes it skips when both ends lie on one row (residuals, SE branches)."""
+    span = b[0] - a[0]
+    if span <= 1 or a[1] != b[1]:
+        return np.array([a[0], b[0]]), np.array([a[1], b[1]])
+    t = np.linspace(0, 1, 20)
+    return a[0] + span * t, a[1] + 0.35 * np.sin(np.pi * t)
 
 
 @torch.no_grad()
 def draw_hop_graphs(model, batch: GraphBatch, labels: list[str], norm: int, prefix: str) -> list[str]:
-    """One PNG per hop level of a single graph, nodes coloured by the Lp norm of their embedding.
-
-    Needs Graphviz's ``dot``; without it, prints one line and draws nothing.
-    """
-    dot = shutil.which("dot")
-    if dot is None:
-        print("-plots: Graphviz 'dot' is not installed, skipping the per-hop graph drawings "
-              "(install graphviz, e.g. apt-get install graphviz, to get them)")
-        return []
+    """One PNG per hop level of a single graph, nodes coloured by the Lp norm of their embedding at that hop."""
     model.eval()
-    edges = batch.edge_index.t().tolist()
+    edges = [tuple(e) for e in batch.edge_index.t().tolist()]
+    xy = layered_layout(len(labels), edges)
+    n_cols, n_rows = int(xy[:, 0].max()) + 1, int(-xy[:, 1].min()) + 1
     paths = []
     for hop, h in enumerate(model.node_embeddings(batch)):
-        values = torch.linalg.vector_norm(h, ord=norm, dim=-1).tolist()
+        values = torch.linalg.vector_norm(h, ord=norm, dim=-1).numpy()
+        fig, ax = plt.subplots(figsize=(min(2 + 0.55 * n_cols, 26), min(1.5 + 0.6 * n_rows, 40)))
+        for a, b in edges:
+            wraps = xy[b, 0] <= xy[a, 0]  # into a later row: faint, so the rows stay readable
+            ax.plot(*_edge_path(xy[a], xy[b]), color="0.55", lw=0.6, zorder=1, alpha=0.25 if wraps else 1.0)
+        dots = ax.scatter(*xy.T, c=values, cmap="Reds", s=160, edgecolors="k", linewidths=0.5, zorder=2)
+        for (x, y), label in zip(xy, labels):
+            ax.annotate(label, (x, y), xytext=(0, -9), textcoords="offset points", ha="center", va="top", fontsize=5)
+        fig.colorbar(dots, ax=ax, label=f"L{norm} norm", shrink=0.8)
+        ax.set_title(f"hop {hop}: L{norm} norm of each node's embedding")
+        ax.set_axis_off()
         path = f"{prefix}_hop{hop}.png"
-        source = _dot_graph(labels, values, edges, f"hop {hop}: L{norm} norm of node embeddings")
-        subprocess.run([dot, "-Tpng", "-o", path], input=source.encode(), check=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(fig)
         paths.append(path)
     return paths
 

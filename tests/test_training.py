@@ -10,6 +10,7 @@ from conftest import HELP_JSON, REPO
 from iterators.caches import load_cache, write_cache
 from iterators.encoding import encode_archs
 from iterators.search_space import make_arch
+from models.plots import layered_layout
 from models.predictor import build_predictor
 from models.training import fit, unit_target_moments
 
@@ -51,16 +52,31 @@ def small_cache(tmp_path):
     return path
 
 
-def test_plots_without_graphviz_print_one_line(in_tmp, small_cache, capsys, monkeypatch):
-    monkeypatch.setattr("models.plots.shutil.which", lambda name: None)
+def test_plots_and_skipped_entries(in_tmp, small_cache, capsys):
     config = train_predictor.main(["-cache", small_cache, "-target", "latency_v100_64", "-epochs_predictor", "2",
-                                   "-quiet", "-plots", "-gnn_type", "GraphConv", "-aggr_method", "sum"])
+                                   "-quiet", "-plots", "-gnn_type", "GraphConv", "-aggr_method", "sum",
+                                   "-num_layers", "3"])
     out = capsys.readouterr().out
     assert "199 on" not in out and "1 skipped for a missing or non-finite metric" in out
-    assert sum("Graphviz" in line for line in out.splitlines()) == 1
-    assert (in_tmp / "plots" / f"{config['chkpt']}_training.png").exists()
+    plots = in_tmp / "plots"
+    assert (plots / f"{config['chkpt']}_training.png").exists()
+    # one drawing of the best network per hop level: hop 0 (the FE-MLP output) and one per GNN layer
+    assert sorted(p.name for p in plots.glob("*_best_hop*.png")) == [f"{config['chkpt']}_best_hop{h}.png"
+                                                                    for h in range(4)]
     saved = json.loads((in_tmp / "configs" / f"{config['chkpt']}_config.json").read_text())
     assert saved["results"]["n_train"] + saved["results"]["n_test"] == 199
+
+
+def test_layered_layout_by_hand():
+    # 0 -> 1 -> 2 -> 4 and a skip 0 -> 3 -> 4: layers are longest paths from the source
+    xy = layered_layout(5, [(0, 1), (1, 2), (2, 4), (0, 3), (3, 4)])
+    np.testing.assert_array_equal(xy[:, 0], [0, 1, 2, 1, 3])
+    np.testing.assert_array_equal(xy[:, 1], [0, 0, 0, -1, 0])  # node 3 shares layer 1 with node 1: second slot
+    # a 7-node chain wrapped after 3 layers: rows 1 (width 1) + 1 apart
+    chain = layered_layout(7, [(i, i + 1) for i in range(6)], row_length=3)
+    np.testing.assert_array_equal(chain, [[0, 0], [1, 0], [2, 0], [0, -2], [1, -2], [2, -2], [0, -4]])
+    with pytest.raises(ValueError, match="acyclic"):
+        layered_layout(2, [(0, 1), (1, 0)])
 
 
 def test_unit_target_moments_by_hand():
