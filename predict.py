@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import onnx
 import torch
 
-from iterators.onnx_ir import graph_from_onnx, graphs_to_graphset
+from iterators.onnx_ir import OnnxGraphError, graph_from_onnx, graphs_to_graphset
 from iterators.search_space import ArchError, arch_from_json
 from models.checkpoints import load_predictor
 from models.predictor import predict_archs
@@ -36,7 +37,13 @@ def main(argv=None) -> list[float]:
     if args.onnx:
         if config.get("format") != "onnx_ir":
             p.error(f"-onnx needs an onnx_ir predictor; {args.chkpt} reads the {config.get('format')} format")
-        graph = onnx_graph_with_input_size(args.onnx, args.input_size)
+        if not os.path.isfile(args.onnx):
+            p.error(f"-onnx {args.onnx}: no such file")
+        try:
+            graph = onnx_graph_with_input_size(args.onnx, args.input_size)
+        except OnnxGraphError as err:
+            hint = "" if args.input_size else " (give its input size, e.g. -input_size 1 3 224 224)"
+            p.error(f"{args.onnx}: {err}{hint}")
         unseen = model.fe_mlp.unseen_ops(graph.op_types)
         if unseen:
             names = ", ".join(f"{op} x{n}" for op, n in unseen.most_common())
@@ -64,7 +71,7 @@ def onnx_graph_with_input_size(path: str, input_size: list[int] | None):
     if input_size:
         dims = model.graph.input[0].type.tensor_type.shape.dim
         if len(dims) != len(input_size):
-            raise SystemExit(f"{path}: the model input has {len(dims)} dimensions, -input_size gives {len(input_size)}")
+            raise OnnxGraphError(f"the model input has {len(dims)} dimensions, -input_size gives {len(input_size)}")
         for dim, size in zip(dims, input_size):
             dim.dim_value = size
     return graph_from_onnx(model)

@@ -5,6 +5,7 @@ import sys
 import types
 
 import numpy as np
+import pytest
 import torch
 import torchvision
 from torch import nn
@@ -62,6 +63,9 @@ def test_predict_an_onnx_file_exported_on_the_spot(tmp_path, capsys):
     onnx_path = str(tmp_path / "mobilenet_v3_small.onnx")
     torch.onnx.export(net, torch.zeros(1, 3, 224, 224), onnx_path, dynamo=False, input_names=["x"],
                       dynamic_axes={"x": {0: "batch", 2: "h", 3: "w"}})
+    with pytest.raises(SystemExit):  # the exported input is dynamic: its size must be given
+        predict.main(["-chkpt", model_path, "-onnx", onnx_path])
+    assert "has no known shape (give its input size, e.g. -input_size" in capsys.readouterr().err
     preds = predict.main(["-chkpt", model_path, "-onnx", onnx_path, "-input_size", "1", "3", "224", "224"])
     assert len(preds) == 1 and math.isfinite(preds[0])
     # MobileNetV3-Small: HardSwish in the stem, twice in each of 8 bneck blocks, the last conv and the classifier (19);
