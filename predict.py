@@ -17,7 +17,7 @@ import sys
 import onnx
 import torch
 
-from iterators.onnx_ir import OnnxGraphError, graph_from_onnx, graphs_to_graphset
+from iterators.onnx_ir import OnnxGraphError, graph_from_onnx, graphs_to_graphset, op_counts_text
 from iterators.search_space import ArchError, arch_from_json
 from models.checkpoints import load_predictor
 from models.predictor import predict_archs
@@ -46,9 +46,8 @@ def main(argv=None) -> list[float]:
             p.error(f"{args.onnx}: {err}{hint}")
         unseen = model.fe_mlp.unseen_ops(graph.op_types)
         if unseen:
-            names = ", ".join(f"{op} x{n}" for op, n in unseen.most_common())
             print(f"warning: {sum(unseen.values())} of {len(graph.op_types)} operators have a type this predictor never "
-                  f"saw in training ({names}); their embeddings are untrained, so the prediction extrapolates",
+                  f"saw in training ({op_counts_text(unseen)}); their embeddings are untrained, so the prediction extrapolates",
                   file=sys.stderr)
         with torch.no_grad():
             preds = model.predict(graphs_to_graphset([graph]).batch()).tolist()

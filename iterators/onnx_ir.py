@@ -143,10 +143,14 @@ def _encode(ops: list[_Op], edges: Iterable[tuple[int, int]], warn: bool = True)
                      [op.op_type for op in ops], sum(oov.values()))
 
 
+def op_counts_text(counts: Counter) -> str:
+    """'HardSwish x19, HardSigmoid x9': op types by count, most frequent first."""
+    return ", ".join(f"{op} x{n}" for op, n in counts.most_common())
+
+
 def _oov_message(oov: Counter) -> str:
-    names = ", ".join(f"{op} x{n}" for op, n in oov.most_common())
     return (f"{sum(oov.values())} operator(s) outside OP_VOCAB (version {VOCAB_VERSION}) encoded as index {OOV}: "
-            f"{names}")
+            f"{op_counts_text(oov)}")
 
 
 # --- ONNX models -----------------------------------------------------------------------------------------------

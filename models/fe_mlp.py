@@ -101,11 +101,14 @@ class OpGraphFEMLP(nn.Module):
             self.op_seen += torch.bincount(ops, minlength=len(self.vocab)).to(self.op_seen)
         return torch.cat([self.op(ops), self.shape(x[:, self._shapes]), self.attr(x[:, self._attrs])], dim=1).abs()
 
+    def _seen(self) -> list[int]:
+        return torch.nonzero(self.op_seen).flatten().tolist()
+
     def unseen_ops(self, op_types: list[str]) -> Counter:
         """Count the ops of a graph whose type never occurred in training: their embeddings are untrained."""
-        seen = {self.vocab[i] for i in torch.nonzero(self.op_seen).flatten().tolist()}
+        seen = {self.vocab[i] for i in self._seen()}
         return Counter(op for op in op_types if op not in seen)
 
     def readout(self) -> dict[str, dict[str, float]]:
         scores = self.op.scores()
-        return {"op_type": {self.vocab[i]: scores[i] for i in torch.nonzero(self.op_seen).flatten().tolist()}}
+        return {"op_type": {self.vocab[i]: scores[i] for i in self._seen()}}
