@@ -5,7 +5,8 @@
 
 archs.json is a JSON list of {"resolution": 224, "config": [[block strings of stage 1], ...]}. Predictions are in
 the target's own units, one per architecture, in order; printed as JSON when -out is absent. An onnx_ir predictor
-also takes any ONNX model, whose input is fixed to -input_size before shape inference.
+takes OFA architectures of any family it was trained on (each is exported to ONNX once and kept in -graph_cache) and
+any ONNX model, whose input is fixed to -input_size before shape inference.
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import sys
 
 import onnx
 import torch
+from tqdm import tqdm
 
-from iterators.onnx_ir import OnnxGraphError, graph_from_onnx, graphs_to_graphset, op_counts_text
+from iterators.onnx_ir import OnnxGraphError, graph_from_arch, graph_from_onnx, graphs_to_graphset, op_counts_text
 from iterators.search_space import ArchError, arch_from_json
 from models.checkpoints import load_predictor
 from models.predictor import predict_archs
@@ -29,6 +31,8 @@ def main(argv=None) -> list[float]:
     p.add_argument("-archs", default=None, help="JSON list of {resolution, config}")
     p.add_argument("-onnx", default=None, help="an ONNX model file (onnx_ir predictors)")
     p.add_argument("-input_size", type=int, nargs="+", default=None, help="e.g. 1 3 224 224, with -onnx")
+    p.add_argument("-graph_cache", default=".ofa_graph_cache",
+                   help="onnx_ir predictors with -archs: where converted OFA subnets are kept")
     p.add_argument("-out", default=None, help="write the predictions here instead of stdout")
     args = p.parse_args(argv)
     if (args.archs is None) == (args.onnx is None):
@@ -56,13 +60,23 @@ def main(argv=None) -> list[float]:
         entries = json.load(f)
     if not isinstance(entries, list):
         p.error(f"{args.archs}: expected a JSON list of architectures")
+    onnx_ir = config.get("format") == "onnx_ir"
+    families = config["family"].split("+")
     archs = []
     for i, entry in enumerate(entries):
-        try:
-            archs.append(arch_from_json(entry, config["family"]))
+        try:  # an onnx_ir predictor may know several families: each architecture's blocks name its own
+            arch = arch_from_json(entry, None if onnx_ir else config["family"])
         except ArchError as err:
             p.error(f"{args.archs}: architecture {i}: {err}")
-    return _emit(predict_archs(model, archs), args.out, config)
+        if arch.family not in families:
+            p.error(f"{args.archs}: architecture {i} is of {arch.family}; this predictor knows {', '.join(families)}")
+        archs.append(arch)
+    if not onnx_ir:
+        return _emit(predict_archs(model, archs), args.out, config)
+    graphs = [graph_from_arch(a, args.graph_cache)
+              for a in tqdm(archs, desc="OFA subnets -> ONNX-IR", unit="arch", disable=len(archs) < 10)]
+    with torch.no_grad():
+        return _emit(model.predict(graphs_to_graphset(graphs).batch()).tolist(), args.out, config)
 
 
 def onnx_graph_with_input_size(path: str, input_size: list[int] | None):

@@ -1,4 +1,7 @@
+import gzip
+import json
 import math
+import os
 import pickle
 import re
 import sys
@@ -13,7 +16,9 @@ from torch import nn
 import predict
 import train_predictor
 from iterators.caches import write_cache
-from iterators.onnx_ir import OP_INDEX, graph_from_torch, graph_record, load_graph_cache
+from conftest import REPO
+from iterators.onnx_ir import (OP_INDEX, graph_from_record, graph_from_torch, graph_record, graphs_to_graphset,
+                             load_graph_cache)
 from models.checkpoints import save_predictor
 from models.predictor import build_predictor
 
@@ -72,6 +77,34 @@ def test_predict_an_onnx_file_exported_on_the_spot(tmp_path, capsys):
     # 9 SE blocks with a pool and a HardSigmoid each, plus the final pool
     warning = capsys.readouterr().err
     assert "HardSwish x19, GlobalAveragePool x10, HardSigmoid x9" in warning and "Conv" not in warning
+
+
+def _first_cached_entry(family: str) -> dict:
+    with gzip.open(os.path.join(REPO, "cache", f"{family}_onnx_ir_cache.jsonl.gz"), "rt") as f:
+        f.readline()  # header
+        return json.loads(f.readline())
+
+
+def test_predict_ofa_archs_with_an_onnx_ir_predictor(tmp_path, capsys):
+    cfg = {"families": "ofa_mbv3+ofa_pn", "family": "ofa_mbv3+ofa_pn", "format": "onnx_ir", "target": "acc",
+           "gnn_type": "GATv2Conv", "gnn_dim": 16, "num_layers": 2, "aggr_method": "mean", "chkpt": "tiny_onnx"}
+    predictor = build_predictor(cfg).eval()
+    model_path, _ = save_predictor(predictor, cfg, str(tmp_path / "saved_models"), str(tmp_path / "configs"))
+    rows = [_first_cached_entry("ofa_mbv3"), _first_cached_entry("ofa_pn")]
+    archs_path = tmp_path / "archs.json"
+    archs_path.write_text(json.dumps([{"resolution": r["resolution"], "config": r["config"]} for r in rows]))
+    preds = predict.main(["-chkpt", model_path, "-archs", str(archs_path), "-graph_cache", str(tmp_path / "gc")])
+    # converting on the spot gives the graphs the shipped caches hold for the same architectures
+    with torch.no_grad():
+        expected = predictor.predict(graphs_to_graphset([graph_from_record(r["graph"]) for r in rows]).batch())
+    np.testing.assert_allclose(preds, expected.numpy(), rtol=1e-4)
+    assert len(list((tmp_path / "gc").glob("*.npz"))) == 2
+
+    cfg.update(family="ofa_mbv3", families="ofa_mbv3", chkpt="mbv3_only")
+    model_path, _ = save_predictor(build_predictor(cfg), cfg, str(tmp_path / "saved_models"), str(tmp_path / "configs"))
+    with pytest.raises(SystemExit):
+        predict.main(["-chkpt", model_path, "-archs", str(archs_path), "-graph_cache", str(tmp_path / "gc")])
+    assert "architecture 1 is of ofa_pn; this predictor knows ofa_mbv3" in capsys.readouterr().err
 
 
 def test_published_onnx_ir_pickle_reads_as_a_graph_cache(tmp_path, monkeypatch):
