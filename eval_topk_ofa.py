@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from iterators.evaluators import L1_DIR, make_evaluator
 from iterators.results_store import ResultsStore
+from iterators.runtime import reuse_freed_memory
 from iterators.search_space import validate_resolution
 from iterators.units import assemble, corpus_family, load_unit_corpus, rank_networks, top_k_units
 
@@ -51,6 +52,7 @@ def main(argv=None) -> list[tuple]:
     p.add_argument("-l1_dir", default=L1_DIR, help="folder of latency predictors for <device>_predicted")
     p.add_argument("-quiet", action="store_true")
     args = p.parse_args(argv)
+    reuse_freed_memory()
     resolution = validate_resolution(args.res)
     corpus = load_unit_corpus(args.unit_corpus)
     family = corpus_family(corpus)

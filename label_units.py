@@ -12,6 +12,7 @@ import json
 import os
 import time
 
+from iterators.runtime import reuse_freed_memory
 from iterators.search_space import validate_resolution
 from models.checkpoints import load_predictor
 from models.plots import ensure_dir, plot_unit_scores
@@ -31,6 +32,7 @@ def main(argv=None) -> str:
     p.add_argument("-top", type=int, default=10, help="units listed per stage, best and worst")
     p.add_argument("-quiet", action="store_true")
     args = p.parse_args(argv)
+    reuse_freed_memory()
     resolution = validate_resolution(args.resolution)
     model, config = load_predictor(args.chkpt)
     if config.get("format", "custom") != "custom":

@@ -16,13 +16,13 @@ import os
 import sys
 
 import onnx
-import torch
 from tqdm import tqdm
 
 from iterators.onnx_ir import OnnxGraphError, graph_from_arch, graph_from_onnx, graphs_to_graphset, op_counts_text
+from iterators.runtime import reuse_freed_memory
 from iterators.search_space import ArchError, arch_from_json
 from models.checkpoints import load_predictor
-from models.predictor import predict_archs
+from models.predictor import predict_archs, predict_graphs
 
 
 def main(argv=None) -> list[float]:
@@ -35,6 +35,7 @@ def main(argv=None) -> list[float]:
                    help="onnx_ir predictors with -archs: where converted OFA subnets are kept")
     p.add_argument("-out", default=None, help="write the predictions here instead of stdout")
     args = p.parse_args(argv)
+    reuse_freed_memory()
     if (args.archs is None) == (args.onnx is None):
         p.error("give either -archs or -onnx")
     model, config = load_predictor(args.chkpt)
@@ -53,9 +54,7 @@ def main(argv=None) -> list[float]:
             print(f"warning: {sum(unseen.values())} of {len(graph.op_types)} operators have a type this predictor never "
                   f"saw in training ({op_counts_text(unseen)}); their embeddings are untrained, so the prediction extrapolates",
                   file=sys.stderr)
-        with torch.no_grad():
-            preds = model.predict(graphs_to_graphset([graph]).batch()).tolist()
-        return _emit(preds, args.out, config)
+        return _emit(predict_graphs(model, graphs_to_graphset([graph])), args.out, config)
     with open(args.archs) as f:
         entries = json.load(f)
     if not isinstance(entries, list):
@@ -75,8 +74,7 @@ def main(argv=None) -> list[float]:
         return _emit(predict_archs(model, archs), args.out, config)
     graphs = [graph_from_arch(a, args.graph_cache)
               for a in tqdm(archs, desc="OFA subnets -> ONNX-IR", unit="arch", disable=len(archs) < 10)]
-    with torch.no_grad():
-        return _emit(model.predict(graphs_to_graphset(graphs).batch()).tolist(), args.out, config)
+    return _emit(predict_graphs(model, graphs_to_graphset(graphs)), args.out, config)
 
 
 def onnx_graph_with_input_size(path: str, input_size: list[int] | None):

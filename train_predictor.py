@@ -20,6 +20,7 @@ from iterators.caches import CACHE_DIR, cache_path, load_cache
 from iterators.encoding import encode_archs
 from iterators.graphs import GraphSet
 from iterators.onnx_ir import graphs_to_graphset, load_graph_cache
+from iterators.runtime import reuse_freed_memory
 from iterators.targets import Target
 from models.checkpoints import run_name, save_predictor
 from models.encoder import ACTIVATIONS, GNN_TYPES
@@ -116,6 +117,7 @@ def format_report(metrics: dict, hop_srcc: list[float], readout: dict, hop_momen
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    reuse_freed_memory()
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
 

@@ -11,7 +11,7 @@ import torch_geometric.nn as pyg
 from torch import nn
 
 from iterators.encoding import encode_archs
-from iterators.graphs import GraphBatch
+from iterators.graphs import GraphBatch, GraphSet
 from iterators.search_space import Arch
 from models.encoder import HopEncoder, make_activation
 from models.fe_mlp import OpGraphFEMLP, SequenceFEMLP
@@ -75,12 +75,17 @@ class Predictor(nn.Module):
 
 
 @torch.no_grad()
-def predict_archs(model: Predictor, archs: list[Arch], batch_size: int = 256) -> list[float]:
+@torch.no_grad()
+def predict_graphs(model: Predictor, graphs: GraphSet, batch_size: int = 256) -> list[float]:
     """Predictions in target units, in order; small batches keep the working set in cache, faster on CPU."""
     model.eval()
-    graphs = encode_archs(archs)
     return [v for start in range(0, len(graphs), batch_size)
             for v in model.predict(graphs.batch(torch.arange(start, min(start + batch_size, len(graphs))))).tolist()]
+
+
+def predict_archs(model: Predictor, archs: list[Arch], batch_size: int = 256) -> list[float]:
+    """Predictions of a sequence-graph predictor for OFA architectures, in order."""
+    return predict_graphs(model, encode_archs(archs), batch_size)
 
 
 FE_MLPS = {"custom": SequenceFEMLP, "onnx_ir": OpGraphFEMLP}

@@ -19,6 +19,7 @@ from tqdm import tqdm  # noqa: E402
 
 from iterators.evaluators import L1_DIR, make_evaluator, predictor_evaluator  # noqa: E402
 from iterators.results_store import ResultsStore  # noqa: E402
+from iterators.runtime import reuse_freed_memory  # noqa: E402
 from iterators.search_space import FAMILIES, validate_resolution  # noqa: E402
 from models.plots import plot_search  # noqa: E402
 from rm_search.search import ObjectiveCache, SearchConfig, front_records, run_search, save_front  # noqa: E402
@@ -61,6 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None):
     args = parse_args(argv)
+    reuse_freed_memory()
     resolution = validate_resolution(args.resolution)
     out = os.path.join(args.out_dir, args.model_name)
     log_path = os.path.join(out, "search.log")
