@@ -51,9 +51,9 @@ def main(argv=None) -> list[float]:
             p.error(f"{args.onnx}: {err}{hint}")
         unseen = model.fe_mlp.unseen_ops(graph.op_types)
         if unseen:
-            print(f"warning: {sum(unseen.values())} of {len(graph.op_types)} operators have a type this predictor never "
-                  f"saw in training ({op_counts_text(unseen)}); their embeddings are untrained, so the prediction extrapolates",
-                  file=sys.stderr)
+            print(f"warning: {sum(unseen.values())} of {len(graph.op_types)} operators have a type this predictor "
+                  f"never saw in training ({op_counts_text(unseen)}); their embeddings are untrained, so the "
+                  f"prediction extrapolates", file=sys.stderr)
         return _emit(predict_graphs(model, graphs_to_graphset([graph])), args.out, config)
     with open(args.archs) as f:
         entries = json.load(f)
