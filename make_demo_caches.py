@@ -6,9 +6,10 @@ Each architecture's subnet is built from OFA's elastic supernet with random weig
 parameters are exact (thop), latency is measured on this CPU (batch 1, no_grad, warm-up, median of repeated runs,
 interquartile range kept). On a shared machine the raw time drifts with the neighbours' load, so every timed run is
 paired with a run of a fixed reference subnet: ``latency_cpu`` is the median ratio to the reference times the
-reference's median latency over the whole cache, and the raw median is kept as ``latency_cpu_raw``. ``acc`` is a pseudo-label: the prediction of the published AutoBuild accuracy predictor of
-the family (../shared/upstream_l1/l1_models). Measurements are appended to a partial file as they are made, so an
-interrupted run resumes where it stopped.
+reference's median latency over the whole cache, and the raw median is kept as ``latency_cpu_raw``. ``acc`` is a
+pseudo-label: the prediction of the published AutoBuild accuracy predictor of the family
+(../shared/upstream_l1/l1_models). Measurements are appended to a partial file as they are made, so an interrupted
+run resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -112,16 +113,19 @@ def main(argv=None) -> None:
                     "latency_cpu_iqr": r["latency_cpu_iqr"] * ref_ms / r["ref_median_ms"]}
                    for a, r in zip(acc, rows)]
         lat_how = (f"measured on {cpu}, torch {torch.__version__}, {args.threads} thread(s), batch 1, no_grad, "
-                   f"{args.warmup} warm-up + {args.repeats} timed runs (more for rows kept from an earlier run), each paired with a run of the reference "
-                   f"subnet {reference_arch(family).key()} (median {ref_ms:.2f} ms over this cache)")
+                   f"{args.warmup} warm-up + {args.repeats} timed runs (more for rows kept from an earlier run), "
+                   f"each paired with a run of the reference subnet {reference_arch(family).key()} "
+                   f"(median {ref_ms:.2f} ms over this cache)")
         metrics = {
             "acc": {"unit": "0-1", "source": f"pseudo-label: prediction of the published AutoBuild accuracy "
                                              f"predictor {os.path.basename(chkpt)} (MIT licence)"},
             "flops": {"unit": "M MACs", "source": "thop on the OFA subnet (conv + linear, batch norm not counted)"},
             "n_params": {"unit": "M", "source": "parameter count of the OFA subnet"},
-            "latency_cpu": {"unit": "ms", "source": "median ratio to the reference x the reference's median, " + lat_how},
+            "latency_cpu": {"unit": "ms",
+                            "source": "median ratio to the reference x the reference's median, " + lat_how},
             "latency_cpu_raw": {"unit": "ms", "source": "raw median of the same runs (drifts with machine load)"},
-            "latency_cpu_iqr": {"unit": "ms", "source": "interquartile range of the same runs, on the latency_cpu scale"},
+            "latency_cpu_iqr": {"unit": "ms",
+                                "source": "interquartile range of the same runs, on the latency_cpu scale"},
         }
         path = os.path.join(args.out_dir, f"{family}_custom_cache.jsonl.gz")
         write_cache(path, family, archs, entries, metrics, extra_header={"cpu": cpu, "seed": args.seed},

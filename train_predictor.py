@@ -163,8 +163,8 @@ def main(argv=None) -> dict:
     for f, m in per_family.items():
         print(f"  {f} ({family_sizes[f]} test networks): {format_metrics(m)}")
 
-    config["results"] = {"test": metrics, "test_per_family": per_family, "hop_spearman": hop_srcc, "fe_readout": readout,
-                         "hop_moments": model.hop_moments.tolist(), "epochs_done": len(history),
+    config["results"] = {"test": metrics, "test_per_family": per_family, "hop_spearman": hop_srcc,
+                         "fe_readout": readout, "hop_moments": model.hop_moments.tolist(), "epochs_done": len(history),
                          "seconds_per_epoch": train_seconds / max(len(history), 1), "n_train": len(train_idx),
                          "n_test": len(test_idx), "n_skipped": int((~keep).sum()), "loss_history": history}
     model_path, config_path = save_predictor(model, config, os.path.join(args.out_dir, "saved_models"),

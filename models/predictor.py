@@ -75,7 +75,6 @@ class Predictor(nn.Module):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def predict_graphs(model: Predictor, graphs: GraphSet, batch_size: int = 256) -> list[float]:
     """Predictions in target units, in order; small batches keep the working set in cache, faster on CPU."""
     model.eval()
