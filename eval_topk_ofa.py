@@ -16,8 +16,8 @@ import math
 import numpy as np
 from tqdm import tqdm
 
-from iterators.evaluators import L1_DIR, make_evaluator
-from iterators.results_store import ResultsStore
+from evaluation.evaluators import L1_DIR, make_evaluator
+from evaluation.results_store import ResultsStore
 from iterators.runtime import reuse_freed_memory
 from iterators.search_space import validate_resolution
 from iterators.units import assemble, corpus_family, load_unit_corpus, rank_networks, top_k_units

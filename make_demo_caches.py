@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from iterators.caches import CACHE_DIR, write_cache
 from iterators.encoding import encode_archs
-from iterators.ofa_manager import build_subnet, count_flops_params, cpu_name, measure_latency
+from evaluation.ofa_manager import build_subnet, count_flops_params, cpu_name, measure_latency
 from iterators.search_space import FAMILIES, PAPER_RESOLUTIONS, arch_from_json, make_arch, random_arch
 from models.checkpoints import load_predictor
 

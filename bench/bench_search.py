@@ -21,8 +21,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tqdm import tqdm  # noqa: E402
 
-from iterators.evaluators import L1_DIR, make_evaluator, predictor_evaluator  # noqa: E402
-from iterators.results_store import ResultsStore  # noqa: E402
+from evaluation.evaluators import L1_DIR, make_evaluator, predictor_evaluator  # noqa: E402
+from evaluation.results_store import ResultsStore  # noqa: E402
 from iterators.runtime import reuse_freed_memory  # noqa: E402
 from iterators.units import top_k_units  # noqa: E402
 from models.checkpoints import load_predictor  # noqa: E402

@@ -44,7 +44,7 @@ from torch import nn
 
 from iterators.caches import CacheError, read_own_cache
 from iterators.graphs import GraphSet
-from iterators.ofa_manager import build_subnet
+from evaluation.ofa_manager import build_subnet
 from iterators.safe_pickle import restricted_load
 from iterators.search_space import Arch
 

@@ -17,8 +17,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tqdm import tqdm  # noqa: E402
 
-from iterators.evaluators import L1_DIR, make_evaluator, predictor_evaluator  # noqa: E402
-from iterators.results_store import ResultsStore  # noqa: E402
+from evaluation.evaluators import L1_DIR, make_evaluator, predictor_evaluator  # noqa: E402
+from evaluation.results_store import ResultsStore  # noqa: E402
 from iterators.runtime import reuse_freed_memory  # noqa: E402
 from iterators.search_space import FAMILIES, validate_resolution  # noqa: E402
 from models.plots import plot_search  # noqa: E402

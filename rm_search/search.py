@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from iterators.evaluators import Evaluator
-from iterators.results_store import ResultsStore
+from evaluation.evaluators import Evaluator
+from evaluation.results_store import ResultsStore
 from iterators.search_space import Arch
 from rm_search.pareto import hypervolume_2d, non_dominated_sort
 from rm_search.space import SearchSpace

@@ -7,8 +7,8 @@ import pytest
 
 import eval_topk_ofa
 from conftest import REPO
-from iterators.evaluators import Evaluator, latency_predictors, make_evaluator
-from iterators.results_store import ResultsStore
+from evaluation.evaluators import Evaluator, latency_predictors, make_evaluator
+from evaluation.results_store import ResultsStore
 from iterators.search_space import random_arch
 
 # a tiny MBv3 unit corpus: 2 units per position, 2^5 = 32 networks
@@ -61,7 +61,7 @@ def test_resume_after_interruption_skips_what_is_done(corpus, tmp_path, monkeypa
 # run in a fresh interpreter that imports only the store, so two writers really run at the same time
 WRITER = """
 import random, sys
-from iterators.results_store import ResultsStore
+from evaluation.results_store import ResultsStore
 from iterators.search_space import random_arch
 path, writer = sys.argv[1], int(sys.argv[2])
 archs = [random_arch("ofa_mbv3", random.Random(i)) for i in range(60)]

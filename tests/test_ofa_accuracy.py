@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from iterators.ofa_accuracy import AccuracyEvaluator, check_imagenet_dir, check_supernet_path
-from iterators.ofa_manager import build_supernet, checkpoint_name
+from evaluation.ofa_accuracy import AccuracyEvaluator, check_imagenet_dir, check_supernet_path
+from evaluation.ofa_manager import build_supernet, checkpoint_name
 from iterators.search_space import FAMILIES, make_arch
 
 FAMILY = "ofa_mbv3"
@@ -131,7 +131,7 @@ def test_eval_topk_accuracy_end_to_end(imagenet_dir, supernet_path, tmp_path):
     import json
 
     import eval_topk_ofa
-    from iterators.results_store import ResultsStore
+    from evaluation.results_store import ResultsStore
 
     corpus = tmp_path / "tiny_labeled_sgs.json"
     corpus.write_text(json.dumps([{"unit": u, "config": ["mbconv3_e3_k3", "mbconv3_e3_k3"], "hops": 1, "score": 1.0}

@@ -7,7 +7,7 @@ from ofa.imagenet_classification.networks import MobileNetV2
 from ofa.utils import make_divisible
 from ofa.utils.pytorch_utils import count_net_flops
 
-from iterators.ofa_manager import (build_subnet, build_supernet, checkpoint_name, count_flops_params, cpu_name,
+from evaluation.ofa_manager import (build_subnet, build_supernet, checkpoint_name, count_flops_params, cpu_name,
                                    load_supernet, measure_latency)
 from iterators.search_space import FAMILIES, random_arch
 

@@ -20,8 +20,8 @@ from torchvision import datasets, transforms
 from tqdm import tqdm
 from ofa.imagenet_classification.elastic_nn.utils import set_running_statistics
 
-from .ofa_manager import build_subnet, load_supernet
-from .search_space import Arch, get_family
+from evaluation.ofa_manager import build_subnet, load_supernet
+from iterators.search_space import Arch, get_family
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3, OFAProxylessNASNets
 
-from .search_space import EXPANSIONS, KERNELS, Arch, get_family, to_ofa
+from iterators.search_space import EXPANSIONS, KERNELS, Arch, get_family, to_ofa
 
 _SUPERNETS = {  # family -> (class, width multiplier, name of OFA's published checkpoint)
     "ofa_mbv3": (OFAMobileNetV3, 1.2, "ofa_mbv3_d234_e346_k357_w1.2"),

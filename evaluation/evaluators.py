@@ -16,8 +16,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from iterators import ofa_manager as ofa
-from iterators.ofa_accuracy import AccuracyEvaluator
+from evaluation import ofa_manager as ofa
+from evaluation.ofa_accuracy import AccuracyEvaluator
 from iterators.search_space import Arch
 from models.checkpoints import find_config, load_config, load_predictor
 from models.predictor import predict_archs
