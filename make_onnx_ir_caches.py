@@ -1,20 +1,25 @@
-"""Build the onnx_ir caches from the custom demo caches: every architecture's OFA subnet -> ONNX -> op graph.
+"""Build the onnx_ir caches from the custom demo caches: every architecture's OFA subnet -> op graph.
 
     python make_onnx_ir_caches.py -families ofa_mbv3 ofa_pn [-n N]
 
-Labels (acc, flops, latency, ...) are copied from cache/<family>_custom_cache.jsonl.gz. Conversions are cached on
-disk per architecture (.ofa_graph_cache/), so an interrupted run resumes where it stopped.
+Labels (acc, flops, latency, ...) are copied from cache/<family>_custom_cache.jsonl.gz. Graphs are in the canonical
+form of today's op vocabulary version, which the cache header records. Conversions are cached on disk per
+architecture (.ofa_graph_cache/), so an interrupted run resumes where it stopped.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import time
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from iterators.caches import CACHE_DIR, cache_path, load_cache, write_cache
-from iterators.onnx_ir import N_FEATURES, VOCAB_VERSION, graph_from_arch, graph_record
+from evaluation.ofa_graphs import graph_from_arch
+from iterators.caches import CACHE_DIR, cache_path, load_cache
+from iterators.errors import run_cli
+from iterators.onnx_ir import N_FEATURES, VOCAB_VERSION, write_graph_cache
 
 
 def main(argv=None) -> None:
@@ -29,15 +34,19 @@ def main(argv=None) -> None:
     for family in args.families:
         source = load_cache(cache_path(family, "custom"))
         n = len(source) if args.n is None else min(args.n, len(source))
-        graphs = [graph_record(graph_from_arch(a, args.graph_cache))
-                  for a in tqdm(source.archs[:n], desc=f"onnx_ir {family}", unit="arch")]
+        graphs, seconds = [], []
+        for arch in tqdm(source.archs[:n], desc=f"onnx_ir {family}", unit="arch"):
+            start = time.perf_counter()
+            graphs.append(graph_from_arch(arch, args.graph_cache))
+            seconds.append(time.perf_counter() - start)
         out = os.path.join(args.out_dir, f"{family}_onnx_ir_cache.jsonl.gz")
-        write_cache(out, family, source.archs[:n], source.entries[:n], source.header["metrics"],
-                    notes=f"ONNX-IR graphs (op vocabulary v{VOCAB_VERSION}, {N_FEATURES} features per node) of the "
-                          f"architectures of {os.path.basename(cache_path(family, 'custom'))}, same labels",
-                    graph_format="onnx_ir", graphs=graphs)
-        print(f"wrote {out}: {n} graphs, {os.path.getsize(out) / 1e6:.1f} MB")
+        write_graph_cache(out, family, source.archs[:n], source.entries[:n], source.header["metrics"], graphs,
+                          notes=f"ONNX-IR graphs (op vocabulary v{VOCAB_VERSION}, canonical form, {N_FEATURES} "
+                                f"features per node) of the architectures of "
+                                f"{os.path.basename(cache_path(family, 'custom'))}, same labels")
+        print(f"wrote {out}: {n} graphs, {os.path.getsize(out) / 1e6:.1f} MB; conversion {np.median(seconds):.3f} s "
+              f"median, {max(seconds):.2f} s max per subnet")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -130,6 +130,8 @@ def main(argv=None) -> dict:
 
     train_idx, test_idx = split_indices(len(y), args.seed)
     config = {**vars(args), "family": family, "cache": os.path.basename(source)}
+    if args.format == "onnx_ir":  # the form of the graphs trained on (iterators/onnx_ir/features.py, VOCAB_HISTORY)
+        config["vocab_version"] = min(g.vocab_version for g in items)
     config["chkpt"] = run_name(config)
 
     model = build_predictor(config)

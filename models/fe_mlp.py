@@ -75,18 +75,20 @@ class SequenceFEMLP(nn.Module):
 
 
 class OpGraphFEMLP(nn.Module):
-    """FE-MLP of the ONNX-IR graph: x [N, 19] (layout in iterators/onnx_ir.py) -> h0 [N, 3].
+    """FE-MLP of the ONNX-IR graph: x [N, 19] (layout in iterators/onnx_ir/features.py) -> h0 [N, 3].
 
     Op type -> embedding -> scalar; the 12 shape columns -> linear -> scalar; the 6 attribute columns -> linear ->
     scalar. A buffer counts the op types seen in training, so the read-out lists only ops the model has learned.
+    The embedding covers the op vocabulary of ``vocab_version``; ops added to the vocabulary later read as unknown.
     """
 
     out_dim = 3
 
-    def __init__(self, embed_dim: int = 8):
+    def __init__(self, embed_dim: int = 8, vocab_version: int | None = None):
         super().__init__()
         from iterators import onnx_ir
-        self.vocab = onnx_ir.OP_VOCAB
+        self.vocab_version = vocab_version or onnx_ir.VOCAB_VERSION
+        self.vocab = onnx_ir.vocabulary(self.vocab_version)
         self._shapes, self._attrs = onnx_ir.SHAPE_COLUMNS, onnx_ir.ATTR_COLUMNS
         self.op = CategoryScalar(len(self.vocab), embed_dim)
         n_shape = self._shapes.stop - self._shapes.start
@@ -97,6 +99,7 @@ class OpGraphFEMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ops = x[:, 0].long()
+        ops = ops.masked_fill(ops >= len(self.vocab), 0)  # newer than this model's vocabulary: unknown
         if self.training:
             self.op_seen += torch.bincount(ops, minlength=len(self.vocab)).to(self.op_seen)
         return torch.cat([self.op(ops), self.shape(x[:, self._shapes]), self.attr(x[:, self._attrs])], dim=1).abs()

@@ -95,7 +95,9 @@ def build_predictor(config: dict) -> Predictor:
     graph_format = config.get("format", "custom")
     if graph_format not in FE_MLPS:
         raise ValueError(f"unknown graph format {graph_format!r}; choose one of {', '.join(FE_MLPS)}")
-    return Predictor(FE_MLPS[graph_format](), gnn_dim=config["gnn_dim"], num_layers=config["num_layers"],
+    # an onnx_ir checkpoint names the op vocabulary version it was trained on; those from before version 2 do not
+    fe_kwargs = {"vocab_version": config.get("vocab_version", 1)} if graph_format == "onnx_ir" else {}
+    return Predictor(FE_MLPS[graph_format](**fe_kwargs), gnn_dim=config["gnn_dim"], num_layers=config["num_layers"],
                      gnn_type=config["gnn_type"], aggr_method=config["aggr_method"],
                      gnn_activ=config.get("gnn_activ", "ReLU"), reg_activ=config.get("reg_activ", "ReLU"),
                      unit_moment_shape=UNIT_MOMENT_SHAPES.get(config.get("family"), (0, 0))

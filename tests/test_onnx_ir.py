@@ -11,10 +11,14 @@ import pytest
 import torchvision
 from onnx import TensorProto, helper
 
-from iterators import onnx_ir
+from evaluation import ofa_graphs
+from evaluation.ofa_graphs import graph_from_arch
+from evaluation.ofa_manager import build_subnet
 from iterators.onnx_ir import (ATTR_COLUMNS, N_FEATURES, OP_INDEX, OP_VOCAB, SHAPE_COLUMNS, OnnxGraphError,
-                               graph_from_arch, graph_from_onnx, graph_from_torch, graphs_to_graphset, op_counts,
-                               read_legacy_onnx_cache)
+                               graphs_to_graphset)
+from iterators.onnx_ir.legacy import read_legacy_onnx_cache
+from iterators.onnx_ir import parsing
+from iterators.onnx_ir.parsing import graph_from_onnx, graph_from_torch, op_graph_from_onnx
 from iterators.safe_pickle import RefusedPickle
 from iterators.search_space import make_arch
 
@@ -64,7 +68,6 @@ def test_model_from_a_file_and_graphset(tmp_path):
     np.testing.assert_array_equal(g.x, graph_from_onnx(_model(RELU)).x)
     gs = graphs_to_graphset([g, g])
     assert len(gs) == 2 and gs.batch().edge_index[:, -1].tolist() == [8, 9]
-    assert op_counts([g, g])["Conv"] == 2
 
 
 def test_ops_outside_the_vocabulary_warn_once_and_count():
@@ -83,9 +86,48 @@ def test_ops_outside_the_vocabulary_warn_once_and_count():
 
 
 def test_uninferable_shape_names_the_operator():
+    """Neither shape inference nor ONNX Runtime knows the operator: one line names it."""
     custom = helper.make_node("Frobnicate", ["c"], ["r"], name="frob", domain="my.ops")
-    with pytest.raises(OnnxGraphError, match=r"'frob' \(my.ops::Frobnicate\)"):
+    with pytest.raises(OnnxGraphError, match=r"^operator 'frob' \(my.ops::Frobnicate\): its output shape cannot be "
+                                             r"inferred and ONNX Runtime cannot run it \(.*not a registered"):
         graph_from_onnx(_model(custom, extra_opsets=["my.ops"]))
+
+
+def _int64(name, values):
+    return helper.make_tensor(name, TensorProto.INT64, [len(values)] if isinstance(values, list) else [], values
+                              if isinstance(values, list) else [values])
+
+
+def test_shapes_computed_at_run_time_are_folded():
+    """x.view(x.size(0), -1) as exporters write it without static shapes: Shape -> Gather -> Unsqueeze -> Concat ->
+    Reshape. The shape chain is static (the input size is fixed): folded into one constant, [1, -1]."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "axis0"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus_one"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["y"], name="view")]
+    graph = helper.make_graph(nodes, "view", [_tensor("x", [1, 4, 8, 8])], [_tensor("y", None)],
+                              initializer=[_int64("zero", 0), _int64("axis0", [0]), _int64("minus_one", [-1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    raw = op_graph_from_onnx(model)
+    assert [n.op_type for n in raw.nodes] == ["Reshape"] and raw.shapes["y"] == (1, 256)
+    np.testing.assert_array_equal(raw.constants["target"], [1, -1])
+    g = graph_from_onnx(model)
+    assert g.op_types == ["input", "Flatten", "output"]
+    np.testing.assert_allclose(g.x[-1, SHAPE_COLUMNS][:3], [1, 0, 0])  # [1, 256] -> (256 / 256, 0, 0)
+
+
+def test_a_shape_only_a_run_can_tell(monkeypatch):
+    """NonZero's output size depends on the values: static inference leaves it symbolic, one ONNX Runtime run on a
+    random (so nowhere zero) input reads [2, 4] for a 1x4 input."""
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Cast", ["nz"], ["c"], to=1),
+             helper.make_node("ReduceSum", ["c"], ["y"], keepdims=0)]
+    graph = helper.make_graph(nodes, "nonzero", [_tensor("x", [1, 4])], [_tensor("y", None)])
+    runs = []
+    real_run = parsing._run
+    monkeypatch.setattr(parsing, "_run", lambda *args: runs.append(args[1]) or real_run(*args))
+    g = graph_from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert runs == [["nz", "c"]] and g.op_types == ["input", "NonZero", "Cast", "ReduceSum", "output"]
+    np.testing.assert_allclose(g.x[1, SHAPE_COLUMNS][6:9], [4 / 256, 0, 0])  # output [2, 4]: batch axis dropped
 
 
 def _value(name, shape):
@@ -159,17 +201,19 @@ def test_legacy_pickle_with_other_classes_is_refused(tmp_path):
 
 def test_ofa_subnet_graph_is_cached_on_disk(tmp_path, monkeypatch):
     arch = make_arch([["mbconv3_e3_k3"] * 2] * 5, 128)
+    monkeypatch.setattr(ofa_graphs, "_module_graphs", {})  # a cold start: every module is exported
     start = time.perf_counter()
     g = graph_from_arch(arch, tmp_path)
     first = time.perf_counter() - start
     assert g.op_types.count("Conv") > 20 and g.n_oov == 0
     assert "Constant" not in g.op_types and "Identity" not in g.op_types  # folded into the weights
+    assert not {"Clip", "Div", "ReduceMean", "Reshape"} & set(g.op_types)  # canonical: HardSwish, GAP, Flatten
     np.testing.assert_allclose(g.x[0, SHAPE_COLUMNS][6:9], [3 / 256, 1, 1])  # the 128x128 input
     assert len(list(tmp_path.glob("*.npz"))) == 1
 
     def no_export(*args, **kwargs):
         raise AssertionError("the second conversion should be served from the disk cache")
-    monkeypatch.setattr(onnx_ir, "build_subnet", no_export)
+    monkeypatch.setattr(ofa_graphs, "build_subnet", no_export)
     start = time.perf_counter()
     cached = graph_from_arch(arch, tmp_path)
     assert time.perf_counter() - start < first / 10
@@ -188,3 +232,14 @@ def test_torchvision_mobilenet_v3_small():
     assert set(dst.tolist()) == set(range(1, len(g.op_types)))  # every operator reads the data flow
     assert g.op_types[-1] == "output"
     np.testing.assert_allclose(g.x[-1, SHAPE_COLUMNS][:3], [1000 / 256, 0, 0])  # logits [1, 1000]
+
+
+@pytest.mark.parametrize("config", [[["mbconv3_e6_k7", "mbconv3_e3_k3"]] * 5,
+                                    [["mbconv2_e4_k5"] * 2] * 5 + [["mbconv2_e6_k3"]]])
+def test_ofa_subnet_from_its_modules_is_the_whole_export(config):
+    arch = make_arch(config, 160)
+    net = build_subnet(arch)
+    whole, chained = graph_from_torch(net, (1, 3, 160, 160)), ofa_graphs.subnet_graph(net, 160)
+    assert chained.op_types == whole.op_types and chained.n_oov == 0
+    np.testing.assert_array_equal(chained.edges, whole.edges)
+    np.testing.assert_array_equal(chained.x, whole.x)
