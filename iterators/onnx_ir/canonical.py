@@ -5,31 +5,38 @@ HardSwish; OFA pools with two ReduceMeans, torchvision with GlobalAveragePool; a
 MatMul and an Add. A predictor trained on one spelling sees the others as unknown operators, so every front end
 (ONNX files, torch modules, OFA subnets, the published pickles) hands its graph to ``canonicalize`` before encoding.
 
-Canonical form 1 (op vocabulary version 2), rules applied in this order:
+Canonical form 1 (op vocabulary version 2): the rules of RULES, applied in this order.
 
-    rule                    matched                                                      becomes
-    constants               Constant; any operator that reads only constants             folded into the constants
-    pass-through            Identity; Dropout (its mask unread)                          removed
-    batch norm              Conv/ConvTranspose -> BatchNormalization (its only reader)   the Conv, with a bias
-    fully connected         MatMul(x, W) with a constant 2-D W; Gemm(x, W);              Gemm(x, W[, b]), whatever
-                            either followed by Add(b) with a constant b                  the rank of x
-    h-swish                 HardSwish; Mul(x, HardSigmoid(x)) with alpha 1/6, beta 1/2;  HardSwish(x)
-                            Add(x, 3) -> Clip(0, 6) -> Mul(x, .) -> Div(6) or Mul(1/6)
-    h-sigmoid               HardSigmoid; Add(x, 3) -> Clip(0, 6) -> Div(6) or Mul(1/6)   HardSigmoid(x)
-    swish (SiLU)            Mul(x, Sigmoid(x))                                           Swish(x)
-    GELU                    Div(x, sqrt 2) or Mul(x, 1/sqrt 2) -> Erf -> Add(1), times   Gelu(x)
-                            x and 0.5 in any order
-    global pooling          GlobalAveragePool; ReduceMean over H and W of an NCHW        GlobalAveragePool(x),
-                            tensor, in one node or a chain of them; AveragePool whose    then Flatten when the
-                            kernel is its whole unpadded input (max: the same)           mean drops H and W
-    flatten                 Flatten, Reshape or Squeeze from [N, d1, d2, ...] to         Flatten(x)
-                            [N, d1 * d2 * ...]
-    dead operators          nothing reads any of their outputs                           removed
+    rule                matched                                                          becomes
+    constants           Constant; any operator that reads only constants                 folded into the constants
+    pass-through        Identity; Dropout (its mask unread)                              removed
+    batch norm          Conv/ConvTranspose -> BatchNormalization (its only reader)       the Conv, with a bias
+    fully connected     MatMul(x, W) with a constant 2-D W, or Gemm(x, W), either one    Gemm(x, W[, b]), whatever
+                        followed by Add(b) with a constant b                             the rank of x
+    h-swish             Add(x, 3) -> Clip(0, 6) -> Mul(x, .) -> Div(6) or Mul(1/6)       HardSwish(x)
+    h-sigmoid           Add(x, 3) -> Clip(0, 6) -> Div(6) or Mul(1/6)                    HardSigmoid(x)
+    h-swish             Mul(x, HardSigmoid(x)), alpha 1/6 and beta 1/2 (HardSwish        HardSwish(x)
+                        before opset 14, or x * (relu6(x + 3) / 6) after the rule above)
+    swish (SiLU)        Mul(x, Sigmoid(x))                                               Swish(x)
+    GELU                Div(x, sqrt 2) or Mul(x, 1/sqrt 2) -> Erf -> Add(1), multiplied  Gelu(x)
+                        by x and by 0.5 in any order
+    reductions          ReduceMean (ReduceMax) whose only reader is another over other   one ReduceMean (ReduceMax)
+                        axes with the same keepdims (OFA's x.mean(3).mean(2))            over both axes
+    global pooling      ReduceMean (ReduceMax) over H and W of an NCHW tensor;           GlobalAveragePool(x)
+                        AveragePool (MaxPool) whose kernel is its whole unpadded input   (GlobalMaxPool), then a
+                                                                                         Flatten if H, W are dropped
+    views               Reshape, Flatten, Squeeze, Unsqueeze in a row                    one Reshape
+                        any of them keeping its input's shape                            removed
+    flatten             a view from [N, d1, d2, ...] to [N, d1 * d2 * ...]               Flatten(x)
+    dead operators      nothing reads any of their outputs                               removed
 
-The h-swish rule runs before the h-sigmoid one so that x * relu6(x + 3) / 6 is read as one h-swish, and OFA's
-squeeze-and-excitation gate, Mul(x, HardSigmoid(y)) with y another tensor, stays a Mul. A pattern matches only
-where its inner tensors have no other reader, so a rewrite never changes what the rest of the graph computes.
-Constants are compared with a relative tolerance of 1e-3 (exporters write 1/6 and sqrt 2 in float32).
+Spellings already canonical stay as they are: HardSwish, HardSigmoid, GlobalAveragePool, Flatten(axis 1), Gemm with
+its bias, Gelu (opset 20). The first h-swish rule runs before the h-sigmoid one, so x * relu6(x + 3) / 6 is one
+HardSwish, while OFA's squeeze-and-excitation gate, Mul(x, HardSigmoid(y)) with y another tensor, stays a Mul.
+A pattern matches only where its inner tensors have no other reader, so a rewrite never changes what the rest of
+the graph computes. Constants are compared with a relative tolerance of 1e-3 (exporters write 1/6 and sqrt 2 in
+float32). Shapes are those the graph holds (parsing.py finds every one), so rules that look at shapes (pooling,
+views) see the model at its input size.
 """
 from __future__ import annotations
 
