@@ -24,17 +24,11 @@ import sys
 import time
 from collections import Counter
 
-from tqdm import tqdm
-
 from iterators.errors import UserError, run_cli
-from iterators.onnx_ir import (VOCAB_HISTORY, VOCAB_VERSION, OnnxGraphError, graphs_to_graphset, n_operators,
-                               op_counts_text)
-from iterators.onnx_ir.parsing import graph_from_onnx
-from iterators.runtime import reuse_freed_memory
+from iterators.runtime import add_threads_flag, configure
 from iterators.search_space import ArchError, arch_from_json
-from models.checkpoints import REPO, load_predictor
-from models.predictor import predict_archs, predict_graphs
 
+REPO = os.path.dirname(os.path.abspath(__file__))
 SHIPPED_ONNX_PREDICTORS = ("acc", "latency_cpu")  # l1_models/ofa_mbv3+ofa_pn_onnx_ir_<target>_..._predictor.pt
 
 
@@ -48,14 +42,18 @@ def main(argv=None) -> list:
     p.add_argument("-graph_cache", default=".ofa_graph_cache",
                    help="onnx_ir predictors with -archs: where converted OFA subnets are kept")
     p.add_argument("-out", default=None, help="write the predictions here instead of stdout (-onnx: .json or .csv)")
+    add_threads_flag(p)
     args = p.parse_args(argv)
-    reuse_freed_memory()
     if (args.archs is None) == (args.onnx is None):
         p.error("give either -archs or -onnx")
+    if args.archs and args.chkpt is None:
+        p.error("-archs needs -chkpt")
+    configure(args.threads)
     if args.onnx:
         return predict_onnx(args)
-    if args.chkpt is None:
-        p.error("-archs needs -chkpt")
+    # imported once the flags are known, so that --help and flag errors answer at once
+    from models.checkpoints import load_predictor
+    from models.predictor import predict_archs, predict_graphs
     model, config = load_predictor(args.chkpt)
     with open(args.archs) as f:
         entries = json.load(f)
@@ -74,7 +72,10 @@ def main(argv=None) -> list:
         archs.append(arch)
     if not onnx_ir:
         return _emit(predict_archs(model, archs), args.out, config)
+    from tqdm import tqdm
+
     from evaluation.ofa_graphs import graph_from_arch
+    from iterators.onnx_ir import graphs_to_graphset
     _note_vocabulary(args.chkpt, config)
     graphs = [graph_from_arch(a, args.graph_cache)
               for a in tqdm(archs, desc="OFA subnets -> ONNX-IR", unit="arch", disable=len(archs) < 10)]
@@ -82,6 +83,7 @@ def main(argv=None) -> list:
 
 
 def _note_vocabulary(chkpt: str, config: dict) -> None:
+    from iterators.onnx_ir import VOCAB_HISTORY, VOCAB_VERSION
     version = config.get("vocab_version", 1)
     if version < VOCAB_VERSION:
         print(f"note: {os.path.basename(chkpt)} was trained on graphs of op vocabulary version {version} "
@@ -108,6 +110,7 @@ def onnx_files(paths: list[str]) -> list[str]:
 
 def _onnx_predictors(chkpt: str | None) -> list[tuple[str, object, dict]]:
     """(path, model, config) of -chkpt, or of the shipped onnx_ir predictors."""
+    from models.checkpoints import load_predictor
     if chkpt is None:
         paths = [p for target in SHIPPED_ONNX_PREDICTORS for p in sorted(glob.glob(os.path.join(
             REPO, "l1_models", f"*_onnx_ir_{target}_*_predictor.pt")))[:1]]
@@ -129,6 +132,11 @@ def _onnx_predictors(chkpt: str | None) -> list[tuple[str, object, dict]]:
 
 def predict_onnx(args) -> list[dict]:
     """Convert every -onnx model, predict it with every predictor, print the table, write -out."""
+    from tqdm import tqdm
+
+    from iterators.onnx_ir import OnnxGraphError, graphs_to_graphset, n_operators
+    from iterators.onnx_ir.parsing import graph_from_onnx
+    from models.predictor import predict_graphs
     files = onnx_files(args.onnx)
     predictors = _onnx_predictors(args.chkpt)
     if args.out and not args.out.endswith((".json", ".csv")):
@@ -173,6 +181,7 @@ def predict_onnx(args) -> list[dict]:
 
 
 def _unknown_text(row: dict) -> str:
+    from iterators.onnx_ir import op_counts_text
     if "error" in row:
         return "error: " + row["error"]
     share = f"{row['unknown_ops']}/{row['operators']} ({100 * row['unknown_share']:.1f}%)"
@@ -189,6 +198,7 @@ def _table(rows: list[dict], targets: list[str]) -> str:
 
 
 def _write_rows(rows: list[dict], targets: list[str], out: str) -> None:
+    from iterators.onnx_ir import op_counts_text
     if out.endswith(".json"):
         with open(out, "w") as f:
             json.dump(rows, f, indent=1)
