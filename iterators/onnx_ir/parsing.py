@@ -110,6 +110,8 @@ def _set_input_sizes(data_inputs: list[onnx.ValueInfoProto], input_size: Sequenc
     for i, value in enumerate(data_inputs):
         dims = value.type.tensor_type.shape.dim
         if i == 0 and input_size:
+            if not value.type.tensor_type.HasField("shape"):  # not even the rank is known: take the given one
+                dims.extend(onnx.TensorShapeProto.Dimension() for _ in input_size)
             if len(dims) != len(input_size):
                 raise OnnxGraphError(f"the model input {value.name!r} has {len(dims)} dimensions, the input size "
                                      f"given has {len(input_size)}")
