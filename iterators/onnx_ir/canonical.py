@@ -47,7 +47,6 @@ import numpy as np
 
 from iterators.onnx_ir.ir import Node, OpGraph
 
-CANONICAL_FORM = 1
 _TOLERANCE = 1e-3
 _VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 
@@ -176,7 +175,7 @@ def fold_constants(graph: OpGraph) -> None:
         if graph.data_inputs(node):
             kept.append(node)
             continue
-        for i, t in enumerate(node.outputs):
+        for t in node.outputs:
             if node.op_type == "Constant":
                 value = node.attrs.get("value")
             elif node.op_type == "Identity":
