@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from evaluation.evaluators import L1_DIR, make_evaluator
 from evaluation.results_store import ResultsStore
-from iterators.runtime import reuse_freed_memory
+from iterators.runtime import configure
 from iterators.search_space import validate_resolution
 from iterators.units import assemble, corpus_family, load_unit_corpus, rank_networks, top_k_units
 
@@ -48,11 +48,11 @@ def main(argv=None) -> list[tuple]:
     p.add_argument("-export", default=None, help="also write this metric's results to a .csv or .json file")
     p.add_argument("-supernet_path", default=None, help="OFA supernet weights (for -m acc)")
     p.add_argument("-imagenet_dir", default=None, help="ImageNet in ImageFolder layout (for -m acc)")
-    p.add_argument("-threads", type=int, default=1, help="torch threads for CPU latency")
+    p.add_argument("-threads", type=int, default=1, help="torch threads (CPU latency, predicted metrics)")
     p.add_argument("-l1_dir", default=L1_DIR, help="folder of latency predictors for <device>_predicted")
     p.add_argument("-quiet", action="store_true")
     args = p.parse_args(argv)
-    reuse_freed_memory()
+    configure(args.threads)
     resolution = validate_resolution(args.res)
     corpus = load_unit_corpus(args.unit_corpus)
     family = corpus_family(corpus)

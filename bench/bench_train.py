@@ -9,8 +9,9 @@ same split, the same initial weights and the same ranking loss:
 - toolkit: ``train_predictor.py`` as a user runs it (the scatter-free chain path, the folded FE-MLP, one pooling and
   one soft-rank call for all hops, the flat AdamW);
 - reference: the original's computation, rebuilt here from torch_geometric so that anyone can rerun it without the
-  original code: torch_geometric's GATv2Conv layers, per-category embeddings followed by linear maps, one pooling
-  and one soft-rank call per hop, torch.optim.AdamW with clip_grad_norm_; batches from the same GraphSet.
+  original code: one ``Data`` per architecture batched by torch_geometric's DataLoader, its GATv2Conv layers,
+  per-category embeddings followed by linear maps, one pooling and one soft-rank call per hop, torch.optim.AdamW
+  with clip_grad_norm_, torch's default thread count unless -reference_threads says otherwise.
 
 Every run is a fresh process (its start-up and peak memory are its own); runs alternate reference, toolkit, ... and
 the table gives medians and their ratio. A second table times a few epochs of the toolkit at 1 and 2 threads with
@@ -80,6 +81,8 @@ def run_reference(args, marks: dict) -> dict:
     import torch
     import torch_geometric.nn as pyg
     from scipy import stats
+    from torch_geometric.data import Batch, Data
+    from torch_geometric.loader import DataLoader
 
     from iterators.caches import load_cache
     from iterators.encoding import encode_archs
@@ -96,6 +99,11 @@ def run_reference(args, marks: dict) -> dict:
     y, keep = Target(TARGET).evaluate(cache.entries[:args.n], cache.metrics)
     archs = [a for a, k in zip(cache.archs[:args.n], keep) if k]
     graphs = encode_archs(archs)
+    data = []
+    for g in range(len(archs)):
+        start, stop = int(graphs.node_ptr[g]), int(graphs.node_ptr[g + 1])
+        src = torch.arange(stop - start - 1)
+        data.append(Data(x=graphs.x[start:stop], edge_index=torch.stack([src, src + 1])))
     train_idx, test_idx = split_indices(len(y), args.seed)
     model = build_predictor({"family": "ofa_mbv3", "gnn_type": "GATv2Conv", "gnn_dim": 32, "num_layers": 4,
                              "aggr_method": "mean"})  # the toolkit's modules: the same initial weights
@@ -119,19 +127,19 @@ def run_reference(args, marks: dict) -> dict:
         return model.regressor(model.head_activation(model.head(pooled[-1]))).squeeze(1), pooled
 
     optim = torch.optim.AdamW(parts.parameters(), lr=args.lr, weight_decay=1e-5, fused=True)
-    gen = torch.Generator().manual_seed(args.seed)
-    train = torch.as_tensor(train_idx)
+    for i in train_idx:
+        data[i].y = y_std[i:i + 1]
+    loader = DataLoader([data[i] for i in train_idx], batch_size=args.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(args.seed))
     marks["first_epoch"] = time.time()
     start = time.perf_counter()
     parts.train()
     for _ in range(args.epochs):
-        order = train[torch.randperm(len(train), generator=gen)]
-        for s in range(0, len(order), args.batch_size):
-            idx = order[s:s + args.batch_size]
-            if len(idx) < 2:
+        for batch in loader:
+            if batch.num_graphs < 2:
                 continue
-            pred, pooled = forward(graphs.batch(idx))
-            target = y_std[idx]
+            pred, pooled = forward(batch)
+            target = batch.y
             loss = torch.nn.functional.mse_loss(pred, target) + sum(
                 1 - soft_spearman(target, torch.linalg.vector_norm(g, ord=1, dim=-1)) for g in pooled) / len(pooled)
             optim.zero_grad(set_to_none=True)
@@ -142,7 +150,7 @@ def run_reference(args, marks: dict) -> dict:
     seconds = time.perf_counter() - start
     parts.eval()
     with torch.no_grad():
-        pred = forward(graphs.batch(torch.as_tensor(test_idx)))[0].numpy() * std + mean
+        pred = forward(Batch.from_data_list([data[i] for i in test_idx]))[0].numpy() * std + mean
     return {"s_per_epoch": seconds / args.epochs, "spearman": float(stats.spearmanr(y[test_idx], pred).statistic)}
 
 

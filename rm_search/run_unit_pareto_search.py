@@ -19,9 +19,8 @@ from tqdm import tqdm  # noqa: E402
 
 from evaluation.evaluators import L1_DIR, make_evaluator, predictor_evaluator  # noqa: E402
 from evaluation.results_store import ResultsStore  # noqa: E402
-from iterators.runtime import reuse_freed_memory  # noqa: E402
+from iterators.runtime import add_threads_flag, configure  # noqa: E402
 from iterators.search_space import FAMILIES, validate_resolution  # noqa: E402
-from models.plots import plot_search  # noqa: E402
 from rm_search.search import ObjectiveCache, SearchConfig, front_records, run_search, save_front  # noqa: E402
 from rm_search.space import SearchSpace  # noqa: E402
 
@@ -51,6 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("-out_dir", default="outputs")
     p.add_argument("-resume", action="store_true", help="continue the run in outputs/<model_name>/")
     p.add_argument("-quiet", action="store_true")
+    add_threads_flag(p)
     args = p.parse_args(argv)
     if not 0 <= args.stage_mutate_prob <= 1:
         p.error("-stage_mutate_prob must lie in [0, 1]")
@@ -62,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None):
     args = parse_args(argv)
-    reuse_freed_memory()
+    configure(args.threads)
     resolution = validate_resolution(args.resolution)
     out = os.path.join(args.out_dir, args.model_name)
     log_path = os.path.join(out, "search.log")
@@ -107,6 +107,7 @@ def main(argv=None):
         with open(os.path.join(out, "final_front.txt"), "w") as f:
             f.write("\n".join(table) + "\n")
         log("final Pareto front:\n" + "\n".join(table))
+        from models.plots import plot_search  # matplotlib only once there is something to draw
         plot = plot_search(state.points, state.iteration, state.front(), metrics, os.path.join(out, "pareto.png"))
         log(f"hypervolume per iteration: {[round(h, 6) for h in state.hypervolumes]}; wrote {out}/ ({plot})")
     return state
