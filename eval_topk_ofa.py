@@ -10,7 +10,6 @@ an interruption loses nothing already measured. Metrics: see iterators/evaluator
 """
 from __future__ import annotations
 
-import argparse
 import math
 
 import numpy as np
@@ -18,6 +17,7 @@ from tqdm import tqdm
 
 from evaluation.evaluators import L1_DIR, make_evaluator
 from evaluation.results_store import ResultsStore
+from iterators.errors import ArgumentParser, run_cli
 from iterators.runtime import reuse_freed_memory
 from iterators.search_space import validate_resolution
 from iterators.units import assemble, corpus_family, load_unit_corpus, rank_networks, top_k_units
@@ -34,7 +34,7 @@ def summarize(values: np.ndarray, metric: str, unit: str) -> str:
 
 
 def main(argv=None) -> list[tuple]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-unit_corpus", required=True, help="a *_labeled_sgs.json written by label_units.py")
     p.add_argument("-k", type=int, nargs="+", required=True, help="one k for all units, or one per unit")
     p.add_argument("-m", "-metric", dest="metric", required=True,
@@ -98,4 +98,4 @@ def main(argv=None) -> list[tuple]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -7,11 +7,11 @@ worst units of every stage and saves a plot of the score distribution per stage.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 
+from iterators.errors import ArgumentParser, run_cli
 from iterators.runtime import reuse_freed_memory
 from iterators.search_space import validate_resolution
 from models.checkpoints import load_predictor
@@ -25,7 +25,7 @@ def describe(config) -> str:
 
 
 def main(argv=None) -> str:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-chkpt", required=True, help="<name>_predictor.pt (the toolkit's or a published one)")
     p.add_argument("-resolution", type=int, default=224)
     p.add_argument("-out_dir", default="units")
@@ -62,4 +62,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -13,7 +13,6 @@ run resumes where it stopped.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -25,6 +24,7 @@ from tqdm import tqdm
 from iterators.caches import CACHE_DIR, write_cache
 from iterators.encoding import encode_archs
 from evaluation.ofa_manager import build_subnet, count_flops_params, cpu_name, measure_latency
+from iterators.errors import ArgumentParser, run_cli
 from iterators.search_space import FAMILIES, PAPER_RESOLUTIONS, arch_from_json, make_arch, random_arch
 from models.checkpoints import load_predictor
 
@@ -86,7 +86,7 @@ def measure(family: str, n: int, seed: int, warmup: int, repeats: int, threads: 
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-families", nargs="+", default=["ofa_mbv3", "ofa_pn"])
     p.add_argument("-n", type=int, default=2000, help="architectures per family")
     p.add_argument("-seed", type=int, default=0)
@@ -136,4 +136,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -7,18 +7,18 @@ disk per architecture (.ofa_graph_cache/), so an interrupted run resumes where i
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 import torch
 from tqdm import tqdm
 
 from iterators.caches import CACHE_DIR, cache_path, load_cache, write_cache
+from iterators.errors import ArgumentParser, run_cli
 from iterators.onnx_ir import N_FEATURES, VOCAB_VERSION, graph_from_arch, graph_record
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-families", nargs="+", default=["ofa_mbv3", "ofa_pn"])
     p.add_argument("-n", type=int, default=None, help="convert only the first N architectures of each cache")
     p.add_argument("-graph_cache", default=".ofa_graph_cache")
@@ -40,4 +40,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

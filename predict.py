@@ -10,7 +10,6 @@ any ONNX model, whose input is fixed to -input_size before shape inference.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -18,6 +17,7 @@ import sys
 import onnx
 from tqdm import tqdm
 
+from iterators.errors import ArgumentParser, run_cli
 from iterators.onnx_ir import OnnxGraphError, graph_from_arch, graph_from_onnx, graphs_to_graphset, op_counts_text
 from iterators.runtime import reuse_freed_memory
 from iterators.search_space import ArchError, arch_from_json
@@ -26,7 +26,7 @@ from models.predictor import predict_archs, predict_graphs
 
 
 def main(argv=None) -> list[float]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-chkpt", required=True, help="<name>_predictor.pt; its config is found by the paper's naming")
     p.add_argument("-archs", default=None, help="JSON list of {resolution, config}")
     p.add_argument("-onnx", default=None, help="an ONNX model file (onnx_ir predictors)")
@@ -100,4 +100,4 @@ def _emit(preds: list[float], out: str | None, config: dict) -> list[float]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

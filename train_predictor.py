@@ -18,6 +18,7 @@ from scipy import stats
 
 from iterators.caches import CACHE_DIR, cache_path, load_cache
 from iterators.encoding import encode_archs
+from iterators.errors import ArgumentParser, UserError, run_cli
 from iterators.graphs import GraphSet
 from iterators.onnx_ir import graphs_to_graphset, load_graph_cache
 from iterators.runtime import reuse_freed_memory
@@ -32,7 +33,7 @@ from models.training import (fit, hop_norm_moments, predict_with_embeddings, reg
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-families", default="ofa_mbv3", help="cache family: reads cache/<families>_<format>_cache.*; "
                    "onnx_ir takes several joined by '+', e.g. ofa_mbv3+ofa_pn")
     p.add_argument("-target", default="acc", help="expression over the cache's metrics, e.g. '(acc*100)/latency_gpu'")
@@ -84,7 +85,7 @@ def load_dataset(args, target: Target) -> Dataset:
         archs = [a for a, k in zip(cache.archs, keep) if k]
         return Dataset(encode_archs(archs), y, [cache.family] * len(archs), archs, keep, path, cache.family)
     if args.cache and "+" in args.families:
-        raise SystemExit("-cache names one file: use -cache_dir to train on several families")
+        raise UserError("-cache names one file: use -cache_dir to train on several families")
     graphs, entries, families = [], [], []
     for family in args.families.split("+"):
         path = args.cache or cache_path(family, "onnx_ir", args.cache_dir)
@@ -126,7 +127,7 @@ def main(argv=None) -> dict:
     print(f"{source}: {len(keep)} networks of {family}; target {args.target!r} on {len(y)}"
           + (f", {int((~keep).sum())} skipped for a missing or non-finite metric" if (~keep).any() else ""))
     if len(y) < 20:
-        raise SystemExit(f"only {len(y)} networks have the target: too few to train and test on")
+        raise UserError(f"only {len(y)} networks have the target: too few to train and test on")
 
     train_idx, test_idx = split_indices(len(y), args.seed)
     config = {**vars(args), "family": family, "cache": os.path.basename(source)}
@@ -187,4 +188,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -6,7 +6,6 @@ Prints a table of seconds per epoch and the final test Spearman. Target on a 2-c
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -16,13 +15,14 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_predictor  # noqa: E402
 from iterators.caches import load_cache, write_cache  # noqa: E402
+from iterators.errors import ArgumentParser, run_cli  # noqa: E402
 
 HELP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "HELP",
                     "ofa_mbv3_gpu_latency.json")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-epochs", type=int, default=200)
     p.add_argument("-n", type=int, default=3000)
     p.add_argument("-threads", type=int, default=torch.get_num_threads())
@@ -47,4 +47,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -19,6 +19,7 @@ from tqdm import tqdm  # noqa: E402
 
 from evaluation.evaluators import L1_DIR, make_evaluator, predictor_evaluator  # noqa: E402
 from evaluation.results_store import ResultsStore  # noqa: E402
+from iterators.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from iterators.runtime import reuse_freed_memory  # noqa: E402
 from iterators.search_space import FAMILIES, validate_resolution  # noqa: E402
 from models.plots import plot_search  # noqa: E402
@@ -27,7 +28,7 @@ from rm_search.space import SearchSpace  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-family", choices=sorted(FAMILIES), default="ofa_mbv3")
     p.add_argument("-model_name", required=True, help="names the output folder outputs/<model_name>/")
     p.add_argument("-resolution", type=int, default=224)
@@ -67,12 +68,12 @@ def main(argv=None):
     out = os.path.join(args.out_dir, args.model_name)
     log_path = os.path.join(out, "search.log")
     if os.path.exists(log_path) and not args.resume:
-        raise SystemExit(f"{out} holds an earlier search: pass -resume to continue it, or choose another -model_name")
+        raise UserError(f"{out} holds an earlier search: pass -resume to continue it, or choose another -model_name")
     os.makedirs(out, exist_ok=True)
     space = (SearchSpace.from_files(args.unit_corpus, resolution) if args.unit_corpus
              else SearchSpace.full(args.family, resolution))
     if space.family != args.family:
-        raise SystemExit(f"-unit_corpus describes a {space.family} space, not {args.family}")
+        raise UserError(f"-unit_corpus describes a {space.family} space, not {args.family}")
     if args.acc_predictor:
         accuracy = predictor_evaluator(f"acc_pred:{os.path.basename(args.acc_predictor)}", args.acc_predictor, "",
                                        True)
@@ -113,4 +114,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
