@@ -11,29 +11,25 @@ import json
 import os
 import time
 
-from iterators.errors import ArgumentParser, run_cli
+from iterators.errors import ArgumentParser, check_output_dir, run_cli
 from iterators.runtime import reuse_freed_memory
-from iterators.search_space import validate_resolution
+from iterators.search_space import describe, resolution_flag
 from models.checkpoints import load_predictor
 from models.plots import ensure_dir, plot_unit_scores
 from models.unit_scores import score_units
 
 
-def describe(config) -> str:
-    parts = config if config and isinstance(config[0], list) else [config]
-    return " | ".join(" ".join(b.split("_", 1)[1] for b in part) for part in parts)
-
-
 def main(argv=None) -> str:
     p = ArgumentParser(__doc__)
     p.add_argument("-chkpt", required=True, help="<name>_predictor.pt (the toolkit's or a published one)")
-    p.add_argument("-resolution", type=int, default=224)
+    p.add_argument("-resolution", type=resolution_flag, default=224)
     p.add_argument("-out_dir", default="units")
     p.add_argument("-top", type=int, default=10, help="units listed per stage, best and worst")
     p.add_argument("-quiet", action="store_true")
     args = p.parse_args(argv)
     reuse_freed_memory()
-    resolution = validate_resolution(args.resolution)
+    resolution = args.resolution
+    check_output_dir(args.out_dir, "-out_dir")
     model, config = load_predictor(args.chkpt)
     if config.get("format", "custom") != "custom":
         p.error("units are scored with a predictor of the custom (sequence-graph) format")

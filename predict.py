@@ -17,7 +17,7 @@ import sys
 import onnx
 from tqdm import tqdm
 
-from iterators.errors import ArgumentParser, run_cli
+from iterators.errors import ArgumentParser, UserError, check_output_file, reading, run_cli
 from iterators.onnx_ir import OnnxGraphError, graph_from_arch, graph_from_onnx, graphs_to_graphset, op_counts_text
 from iterators.runtime import reuse_freed_memory
 from iterators.search_space import ArchError, arch_from_json
@@ -38,6 +38,8 @@ def main(argv=None) -> list[float]:
     reuse_freed_memory()
     if (args.archs is None) == (args.onnx is None):
         p.error("give either -archs or -onnx")
+    if args.out:
+        check_output_file(args.out, "-out")
     model, config = load_predictor(args.chkpt)
     if args.onnx:
         if config.get("format") != "onnx_ir":
@@ -55,26 +57,35 @@ def main(argv=None) -> list[float]:
                   f"never saw in training ({op_counts_text(unseen)}); their embeddings are untrained, so the "
                   f"prediction extrapolates", file=sys.stderr)
         return _emit(predict_graphs(model, graphs_to_graphset([graph])), args.out, config)
-    with open(args.archs) as f:
-        entries = json.load(f)
-    if not isinstance(entries, list):
-        p.error(f"{args.archs}: expected a JSON list of architectures")
-    onnx_ir = config.get("format") == "onnx_ir"
-    families = config["family"].split("+")
-    archs = []
-    for i, entry in enumerate(entries):
-        try:  # an onnx_ir predictor may know several families: each architecture's blocks name its own
-            arch = arch_from_json(entry, None if onnx_ir else config["family"])
-        except ArchError as err:
-            p.error(f"{args.archs}: architecture {i}: {err}")
-        if arch.family not in families:
-            p.error(f"{args.archs}: architecture {i} is of {arch.family}; this predictor knows {', '.join(families)}")
-        archs.append(arch)
-    if not onnx_ir:
+    archs = read_archs(args.archs, config)
+    if config.get("format") != "onnx_ir":
         return _emit(predict_archs(model, archs), args.out, config)
     graphs = [graph_from_arch(a, args.graph_cache)
               for a in tqdm(archs, desc="OFA subnets -> ONNX-IR", unit="arch", disable=len(archs) < 10)]
     return _emit(predict_graphs(model, graphs_to_graphset(graphs)), args.out, config)
+
+
+def read_archs(path: str, config: dict) -> list:
+    """The architectures of an archs.json, each checked against the families the predictor knows."""
+    onnx_ir = config.get("format") == "onnx_ir"
+    families = config["family"].split("+")
+    fix = 'expected a JSON list of {"resolution": 224, "config": [[block strings of stage 1], ...]}'
+    with reading(path, "architecture list", fix):
+        with open(path) as f:
+            entries = json.load(f)
+        if not isinstance(entries, list) or not entries:
+            raise UserError(f"{path}: {fix}")
+        archs = []
+        for i, entry in enumerate(entries):
+            try:  # an onnx_ir predictor may know several families: each architecture's blocks name its own
+                arch = arch_from_json(entry, None if onnx_ir else config["family"])
+            except ArchError as err:
+                raise UserError(f"{path}: architecture {i}: {err}") from None
+            if arch.family not in families:
+                raise UserError(f"{path}: architecture {i} is of {arch.family}; this predictor knows "
+                                f"{', '.join(families)}")
+            archs.append(arch)
+    return archs
 
 
 def onnx_graph_with_input_size(path: str, input_size: list[int] | None):

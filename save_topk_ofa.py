@@ -11,7 +11,7 @@ import json
 import math
 import os
 
-from iterators.errors import ArgumentParser, run_cli
+from iterators.errors import ArgumentParser, check_output_dir, run_cli
 from iterators.units import load_unit_corpus, top_k_units
 
 
@@ -21,6 +21,7 @@ def main(argv=None) -> str:
     p.add_argument("-k", type=int, nargs="+", required=True, help="one k for all units, or one per unit")
     p.add_argument("-out_dir", default="evals")
     args = p.parse_args(argv)
+    check_output_dir(args.out_dir, "-out_dir")
     corpus = load_unit_corpus(args.unit_corpus)
     try:
         space = top_k_units(corpus, args.k)

@@ -18,11 +18,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from iterators.errors import ArgumentParser, run_cli  # noqa: E402
 from iterators.onnx_ir import graphs_to_graphset, load_graph_cache  # noqa: E402
+from iterators.paths import CACHE_DIR  # noqa: E402
 from iterators.runtime import reuse_freed_memory  # noqa: E402
 from iterators.search_space import random_arch  # noqa: E402
 from models.predictor import build_predictor, predict_archs, predict_graphs  # noqa: E402
 
-CACHE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cache")
 
 PREDICTORS = {  # name -> training config
     "default (GATv2Conv, dim 32)": {"gnn_type": "GATv2Conv", "gnn_dim": 32, "aggr_method": "mean"},

@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tqdm import tqdm  # noqa: E402
 
-from evaluation.evaluators import L1_DIR, make_evaluator, predictor_evaluator  # noqa: E402
+from evaluation.evaluators import L1_DIR, accuracy_evaluator, make_evaluator  # noqa: E402
 from evaluation.results_store import ResultsStore  # noqa: E402
 from iterators.errors import ArgumentParser, run_cli  # noqa: E402
 from iterators.runtime import reuse_freed_memory  # noqa: E402
@@ -51,7 +51,7 @@ def main() -> None:
     reduced = SearchSpace(args.family, [UnitCandidates(args.family, u, [x["config"] for x in c])
                                         for u, c in enumerate(top, start=1)], args.resolution)
     full = SearchSpace.full(args.family, args.resolution)
-    accuracy = predictor_evaluator("acc_pred", args.acc_predictor, "", True)
+    accuracy = accuracy_evaluator(args.family, args.acc_predictor)
     cost = make_evaluator(args.metric, args.family, l1_dir=args.l1_dir)
     budget = SearchConfig()
     n_evals = budget.random_init_set_size + budget.num_iterations * budget.eval_budget

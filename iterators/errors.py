@@ -32,6 +32,10 @@ class UserError(Exception):
     """A mistake in the user's input: printed as one line, exit code 2."""
 
 
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user must provide (and the toolkit never downloads) is not there."""
+
+
 def one_line(text: object, limit: int = 400) -> str:
     """``text`` on one line (whitespace runs collapsed), cut to ``limit`` characters."""
     line = " ".join(str(text).split())
@@ -86,12 +90,12 @@ def reading(path: str | os.PathLike, what: str, fix: str = "") -> Iterator[None]
         yield
     except UserError:
         raise
-    except FileNotFoundError:
-        raise UserError(f"{where}: no such file{tail}") from None
-    except IsADirectoryError:
-        raise UserError(f"{where} is a folder, not a {what} file{tail}") from None
-    except PermissionError:
-        raise UserError(f"{where}: permission denied; make the {what} readable") from None
+    except FileNotFoundError as err:
+        raise UserError(f"{err.filename or where}: no such file{tail}") from None
+    except IsADirectoryError as err:
+        raise UserError(f"{err.filename or where} is a folder, not a {what} file{tail}") from None
+    except PermissionError as err:
+        raise UserError(f"{err.filename or where}: permission denied; make the {what} readable") from None
     except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError,
             pickle.UnpicklingError, zlib.error) as err:
         raise UserError(f"{where}: not a valid {what}: {one_line(_reason(err), 300)}{tail}") from None
