@@ -104,10 +104,11 @@ def predictor_evaluator(metric: str, chkpt: str, family: str, kind: str, flag: s
 
 def make_evaluator(metric: str, family: str, supernet_path: str | None = None, imagenet_dir: str | None = None,
                    l1_dir: str = L1_DIR, threads: int = 1, warmup: int = 10, repeats: int = 50,
-                   batch_size: int = 100, device: str | None = None, workers: int | None = None) -> Evaluator:
-    """The evaluator of ``metric`` (case-insensitive); fails at once (before any work) when what it needs is
-    missing. ``device`` (default: cuda when available) and ``workers`` serve ImageNet accuracy; ``device`` also
-    picks the GPU of ``gpu`` latency."""
+                   batch_size: int = 100, device: str | None = None, workers: int | None = None,
+                   flag: str = "-m") -> Evaluator:
+    """The evaluator of ``metric`` (case-insensitive, given as ``flag``); fails at once (before any work) when what
+    it needs is missing. ``device`` (default: cuda when available) and ``workers`` serve ImageNet accuracy;
+    ``device`` also picks the GPU of ``gpu`` latency."""
     metric = metric.strip().lower()
     if metric in ("flops", "params"):
         def measure(arch):
@@ -116,7 +117,7 @@ def make_evaluator(metric: str, family: str, supernet_path: str | None = None, i
         return Evaluator(metric, "M MACs" if metric == "flops" else "M", False, _one_by_one(measure))
     if metric in ("cpu", "gpu"):
         where = "cpu" if metric == "cpu" else (device if device and device.startswith("cuda") else "cuda")
-        dev = str(ofa.check_device(where, f"-m {metric}"))
+        dev = str(ofa.check_device(where, f"{flag} {metric}"))
 
         def measure(arch):
             lat = ofa.measure_latency(ofa.build_subnet(arch), arch.resolution, device=dev, warmup=warmup,
@@ -126,7 +127,7 @@ def make_evaluator(metric: str, family: str, supernet_path: str | None = None, i
         return Evaluator(metric, "ms", False, _one_by_one(measure))
     if metric == "acc":
         if not supernet_path or not imagenet_dir:
-            raise UserError(f"-m acc needs -supernet_path (OFA's {ofa.checkpoint_name(family)}) and -imagenet_dir "
+            raise UserError(f"{flag} acc needs -supernet_path (OFA's {ofa.checkpoint_name(family)}) and -imagenet_dir "
                             f"(ImageNet in ImageFolder layout with train/ and val/)")
         evaluator = AccuracyEvaluator(family, supernet_path, imagenet_dir, eval_batch_size=batch_size,
                                       device=device or ofa.default_device(),
@@ -136,10 +137,10 @@ def make_evaluator(metric: str, family: str, supernet_path: str | None = None, i
         wanted = metric[:-len(PREDICTED_SUFFIX)]
         available = latency_predictors(family, l1_dir)
         if wanted not in available:
-            raise UserError(f"-m {metric}: no {wanted} latency predictor for {family} in {l1_dir}; available: "
+            raise UserError(f"{flag} {metric}: no {wanted} latency predictor for {family} in {l1_dir}; available: "
                             f"{', '.join(d + PREDICTED_SUFFIX for d in available) or 'none'}")
-        return predictor_evaluator(metric, available[wanted], family, "latency", f"-m {metric}", "ms", False)
-    raise UserError(f"-m {metric}: unknown metric; use {', '.join(MEASURED_METRICS)} or <device>{PREDICTED_SUFFIX} "
+        return predictor_evaluator(metric, available[wanted], family, "latency", f"{flag} {metric}", "ms", False)
+    raise UserError(f"{flag} {metric}: unknown metric; use {', '.join(MEASURED_METRICS)} or <device>{PREDICTED_SUFFIX} "
                     f"(available for {family}: "
                     f"{', '.join(d + PREDICTED_SUFFIX for d in _quiet_latency_predictors(family, l1_dir)) or 'none'})")
 

@@ -16,6 +16,7 @@ Errors are converted where user input enters the code, not in each script:
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import pickle
 import shutil
@@ -73,10 +74,17 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def _reason(err: BaseException) -> str:
+    """What went wrong, in words a user can act on (the library's message where it is one)."""
     if isinstance(err, KeyError):
         return f"missing key {err.args[0]!r}" if err.args else "missing key"
-    if isinstance(err, (EOFError, zlib.error)) or (isinstance(err, OSError) and "gzip" in str(err).lower()):
-        return f"truncated or not a valid compressed file ({err or type(err).__name__})"
+    if isinstance(err, EOFError):
+        return "it ends too early (empty or truncated)"
+    if isinstance(err, zlib.error) or (isinstance(err, OSError) and "gzip" in str(err).lower()):
+        return f"truncated or not gzip-compressed ({err})"
+    if isinstance(err, OSError) and err.errno == errno.EINVAL:
+        return "truncated or corrupt"
+    if isinstance(err, UnicodeDecodeError):
+        return "unreadable bytes (a binary or corrupt file)"
     return str(err) or type(err).__name__
 
 

@@ -97,7 +97,7 @@ class Target:
         """
         unknown = [n for n in self.names if n not in available]
         if unknown:
-            raise TargetError(f"target {self.expression!r} uses unknown metric(s) {', '.join(unknown)}; "
+            raise TargetError(f"-target {self.expression!r} uses unknown metric(s) {', '.join(unknown)}; "
                               f"this cache has: {', '.join(sorted(available))}")
         keep = np.array([all(e.get(n) is not None for n in self.names) for e in entries], dtype=bool)
         values = np.array([self(e) for e, k in zip(entries, keep) if k], dtype=np.float64)

@@ -39,7 +39,7 @@ SETTINGS = "settings.json"
 # flags that may differ when a run is resumed: they change where things go or how fast, not what is found
 RESUMABLE = {"model_name", "out_dir", "db", "resume", "quiet", "l1_dir", "imagenet_dir", "supernet_path", "device",
              "num_workers", "batch_size", "completed_iter", "mutate_prob_type", "supernet_checkpoint_dir",
-             "supernet_name"}
+             "supernet_name", "threads"}
 # flags of the original search scripts with no counterpart here: what to use instead
 ORIGINAL_FLAGS = {
     "-pareto_init_checkpoint": "a run continues from its results store: pass -resume with the same -model_name",
@@ -187,7 +187,8 @@ def main(argv=None):
     accuracy = accuracy_evaluator(args.family, args.acc_predictor, supernet_path=args.supernet_path,
                                   imagenet_dir=args.imagenet_dir, batch_size=args.batch_size, device=args.device,
                                   workers=args.num_workers)
-    cost = make_evaluator(args.metric, args.family, args.supernet_path, args.imagenet_dir, args.l1_dir)
+    cost = make_evaluator(args.metric, args.family, args.supernet_path, args.imagenet_dir, args.l1_dir,
+                          flag="-metric")
     settings = run_settings(args, accuracy, cost)
     if args.resume and os.path.exists(settings_path):
         with open(settings_path) as f:

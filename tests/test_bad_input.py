@@ -47,7 +47,11 @@ def _copy_with_config(src_chkpt, folder, name, config_text=None):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
+    return build_world(tmp_path_factory.mktemp("world"))
+
+
+def build_world(root):
+    """Valid and broken inputs of every kind, under ``root``; returns their paths by name."""
     d = {"root": str(root)}
     for sub in ("models", "pn", "l1", "bad"):
         (root / sub).mkdir()
