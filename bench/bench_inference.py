@@ -14,7 +14,6 @@ accuracy predictor (imports, scoring, the JSON file and the plot), and ``predict
 """
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import statistics
@@ -27,13 +26,14 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from iterators.errors import ArgumentParser, run_cli  # noqa: E402
 from iterators.onnx_ir import graphs_to_graphset, load_graph_cache  # noqa: E402
+from iterators.paths import CACHE_DIR  # noqa: E402
 from iterators.runtime import configure  # noqa: E402
 from iterators.search_space import random_arch  # noqa: E402
 from models.checkpoints import load_predictor  # noqa: E402
 from models.predictor import build_predictor, predict_archs, predict_graphs  # noqa: E402
 
-CACHE_DIR = os.path.join(REPO, "cache")
 PUBLISHED = os.path.join(os.path.dirname(REPO), "shared", "upstream_l1", "l1_models",
                          "minMAE_{}_custom_acc_GraphConv_sum_directed_srcc1_predictor.pt")
 DEFAULT = {"gnn_type": "GATv2Conv", "gnn_dim": 32, "num_layers": 4, "aggr_method": "mean"}
@@ -66,7 +66,7 @@ def wall(cmd: list[str], repeats: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-n", type=int, default=20000, help="architectures per throughput run")
     p.add_argument("-repeats", type=int, default=3)
     p.add_argument("-threads", type=int, nargs="+", default=[1, 2])
@@ -114,4 +114,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

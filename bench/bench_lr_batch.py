@@ -1,15 +1,15 @@
-"""Learning rate and batch size: which pair trains the default predictor fastest at the quality of the paper's default.
+"""Learning rate and batch size: which setting trains the default predictor fastest at the paper's default quality.
 
-    python bench/bench_lr_batch.py [-pairs 128:1e-4 256:2e-4 512:4e-4] [-seeds 0 1 2] [-epochs 200]
+    python bench/bench_lr_batch.py [-settings 128:1e-4:200 512:1e-3:200 512:1e-3:100] [-seeds 0 1 2]
 
-Every pair trains ``train_predictor.py`` (default predictor, 200 epochs) on every dataset with every seed: the
+Every setting (batch size, learning rate, epochs) trains ``train_predictor.py`` (default predictor) on every dataset
+with every seed: the
 shipped demo caches (MBv3 and PN; targets ``acc``, a pseudo-label, and ``latency_cpu``) and the measured GPU latency
 of ../shared/HELP. The table gives the mean and spread of the test Spearman over the seeds and the median seconds
-per epoch; runs alternate between the pairs, so a pair's timings are not all from one quiet or busy minute.
+of training; runs alternate between the settings, so a setting's timings are not all from one quiet or busy minute.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import os
@@ -20,6 +20,7 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import train_predictor  # noqa: E402
+from iterators.errors import ArgumentParser, run_cli  # noqa: E402
 
 HELP = os.path.join(os.path.dirname(REPO), "shared", "HELP", "ofa_mbv3_gpu_latency.json")
 DATASETS = {  # name -> (cache file, target)
@@ -31,17 +32,17 @@ DATASETS = {  # name -> (cache file, target)
 }
 
 
-def pair(text: str) -> tuple[int, float]:
-    batch, lr = text.split(":")
-    return int(batch), float(lr)
+def setting(text: str) -> tuple[int, float, int]:
+    batch, lr, epochs = text.split(":")
+    return int(batch), float(lr), int(epochs)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-pairs", type=pair, nargs="+", default=[pair(t) for t in ("128:1e-4", "256:2e-4", "512:4e-4")],
-                   help="batch_size:lr")
+    p = ArgumentParser(__doc__)
+    p.add_argument("-settings", type=setting, nargs="+",
+                   default=[setting(t) for t in ("128:1e-4:200", "512:1e-3:200", "512:1e-3:100")],
+                   help="batch_size:lr:epochs")
     p.add_argument("-seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("-epochs", type=int, default=200)
     p.add_argument("-datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("-threads", type=int, default=1)
     args = p.parse_args()
@@ -50,26 +51,27 @@ def main() -> None:
         for dataset in args.datasets:
             cache, target = DATASETS[dataset]
             for seed in args.seeds:
-                for batch, lr in args.pairs:
+                for batch, lr, epochs in args.settings:
                     with contextlib.redirect_stdout(io.StringIO()):
                         config = train_predictor.main(
-                            ["-cache", cache, "-target", target, "-epochs_predictor", str(args.epochs),
+                            ["-cache", cache, "-target", target, "-epochs_predictor", str(epochs),
                              "-batch_size", str(batch), "-lr", str(lr), "-seed", str(seed), "-threads",
                              str(args.threads), "-out_dir", tmp, "-quiet"])
                     res = config["results"]
-                    results.setdefault((dataset, batch, lr), []).append((res["test"]["Spearman"],
-                                                                        res["seconds_per_epoch"]))
-                    print(f"{dataset:<17} seed {seed} batch {batch:>4} lr {lr:g}: Spearman "
-                          f"{res['test']['Spearman']:.4f}, {res['seconds_per_epoch']:.3f} s/epoch", flush=True)
-    print(f"\n{args.epochs} epochs, seeds {args.seeds}, {args.threads} thread(s)\n")
-    print(f"| {'dataset':<17} | {'batch':>5} | {'lr':>7} | {'test Spearman (mean +- sd)':>26} | {'s/epoch':>7} |")
-    print(f"|{'-' * 19}|{'-' * 7}|{'-' * 9}|{'-' * 28}|{'-' * 9}|")
-    for (dataset, batch, lr), runs in results.items():
+                    seconds = res["seconds_per_epoch"] * res["epochs_done"]
+                    results.setdefault((dataset, batch, lr, epochs), []).append((res["test"]["Spearman"], seconds))
+                    print(f"{dataset:<17} seed {seed} batch {batch:>4} lr {lr:g} epochs {epochs}: Spearman "
+                          f"{res['test']['Spearman']:.4f}, {seconds:.1f} s", flush=True)
+    print(f"\nseeds {args.seeds}, {args.threads} thread(s)\n")
+    print(f"| {'dataset':<17} | {'batch':>5} | {'lr':>7} | {'epochs':>6} | {'test Spearman (mean +- sd)':>26} | "
+          f"{'training, s':>11} |")
+    print(f"|{'-' * 19}|{'-' * 7}|{'-' * 9}|{'-' * 8}|{'-' * 28}|{'-' * 13}|")
+    for (dataset, batch, lr, epochs), runs in results.items():
         rho = [r for r, _ in runs]
         sd = statistics.stdev(rho) if len(rho) > 1 else 0.0
-        print(f"| {dataset:<17} | {batch:>5} | {lr:>7g} | {statistics.mean(rho):>17.4f} +- {sd:.4f} | "
-              f"{statistics.median(s for _, s in runs):>7.3f} |")
+        print(f"| {dataset:<17} | {batch:>5} | {lr:>7g} | {epochs:>6} | {statistics.mean(rho):>17.4f} +- {sd:.4f} | "
+              f"{statistics.median(s for _, s in runs):>11.1f} |")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

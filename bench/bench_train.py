@@ -1,6 +1,6 @@
 """Training speed and quality: this toolkit against the original AutoBuild computation, on one machine, interleaved.
 
-    python bench/bench_train.py [-epochs 200] [-seeds 0 1 2] [-threads 1] [-neighbour_epochs 20]
+    python bench/bench_train.py [-epochs 200] [-seeds 0 1 2] [-threads 1] [-reference_threads 1]
 
 Both sides train the paper's default predictor (GATv2Conv, dim 32, 4 layers, mean pooling, batch 128, lr 1e-4) on
 the first 3,000 OFA-MBv3 architectures of ../shared/HELP (target: measured RTX 2080 Ti latency at batch 64) with the
@@ -11,7 +11,8 @@ same split, the same initial weights and the same ranking loss:
 - reference: the original's computation, rebuilt here from torch_geometric so that anyone can rerun it without the
   original code: one ``Data`` per architecture batched by torch_geometric's DataLoader, its GATv2Conv layers,
   per-category embeddings followed by linear maps, one pooling and one soft-rank call per hop, torch.optim.AdamW
-  with clip_grad_norm_, torch's default thread count unless -reference_threads says otherwise.
+  with clip_grad_norm_; at -reference_threads torch threads (default 1, as the toolkit; the original ran with
+  torch's default, one per core).
 
 Every run is a fresh process (its start-up and peak memory are its own); runs alternate reference, toolkit, ... and
 the table gives medians and their ratio. A second table times a few epochs of the toolkit at 1 and 2 threads with
@@ -31,16 +32,20 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from iterators.errors import ArgumentParser, run_cli  # noqa: E402
+
 HELP = os.path.join(os.path.dirname(REPO), "shared", "HELP", "ofa_mbv3_gpu_latency.json")
 TARGET = "latency_2080ti_64"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-epochs", type=int, default=200)
     p.add_argument("-n", type=int, default=3000, help="architectures taken from the HELP file")
     p.add_argument("-seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("-threads", type=int, default=1, help="torch threads of the main comparison")
+    p.add_argument("-threads", type=int, default=1, help="torch threads of the toolkit's runs")
+    p.add_argument("-reference_threads", type=int, default=1, help="torch threads of the reference runs (the "
+                   "original ran with torch's default: one per core)")
     p.add_argument("-batch_size", type=int, default=128)
     p.add_argument("-lr", type=float, default=1e-4)
     p.add_argument("-neighbour_epochs", type=int, default=20, help="epochs per run of the busy-neighbour table "
@@ -179,7 +184,8 @@ class BusyNeighbour:
     """A process spinning on core 0 for the duration of a ``with`` block."""
 
     def __enter__(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", "import os\nos.sched_setaffinity(0, {0})\nwhile True: pass"])
+        spin = "import os\nos.sched_setaffinity(0, {0})\nwhile True: pass"
+        self.proc = subprocess.Popen([sys.executable, "-c", spin])
         time.sleep(0.5)
         return self
 
@@ -203,11 +209,13 @@ def main(argv=None) -> None:
     if args.run:
         return child(args)
     print(f"{args.n} HELP architectures, target {TARGET}, {args.epochs} epochs, batch {args.batch_size}, "
-          f"lr {args.lr}, {args.threads} thread(s), seeds {args.seeds}; runs interleaved")
+          f"lr {args.lr}, seeds {args.seeds}, threads {args.reference_threads} (reference) and {args.threads} "
+          f"(toolkit); runs interleaved")
     runs: dict[str, list[dict]] = {"reference": [], "toolkit": []}
     for seed in args.seeds:
         for run in ("reference", "toolkit"):
-            runs[run].append(spawn(args, run, seed, args.threads, args.epochs))
+            threads = args.reference_threads if run == "reference" else args.threads
+            runs[run].append(spawn(args, run, seed, threads, args.epochs))
             print(f"  seed {seed} {run:<9}: {json.dumps(runs[run][-1])}", flush=True)
     ref, new = runs["reference"], runs["toolkit"]
     rows = [("training, s/epoch (median)", f"{med(ref, 's_per_epoch'):.3f}", f"{med(new, 's_per_epoch'):.3f}",
@@ -247,4 +255,4 @@ def neighbour_table(args) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
