@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import statistics
 import sys
@@ -45,13 +46,24 @@ def main() -> None:
     p.add_argument("-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("-datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("-threads", type=int, default=1)
+    p.add_argument("-log", default="bench_lr_batch.jsonl", help="one line per finished run; a rerun skips those")
     args = p.parse_args()
+    done = {}
+    if os.path.exists(args.log):
+        with open(args.log) as f:
+            for line in f:
+                run = json.loads(line)
+                done[run["dataset"], run["seed"], run["batch"], run["lr"], run["epochs"]] = run
     results: dict[tuple, list[tuple[float, float]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, open(args.log, "a") as log:
         for dataset in args.datasets:
             cache, target = DATASETS[dataset]
             for seed in args.seeds:
                 for batch, lr, epochs in args.settings:
+                    if (dataset, seed, batch, lr, epochs) in done:
+                        run = done[dataset, seed, batch, lr, epochs]
+                        results.setdefault((dataset, batch, lr, epochs), []).append((run["spearman"], run["seconds"]))
+                        continue
                     with contextlib.redirect_stdout(io.StringIO()):
                         config = train_predictor.main(
                             ["-cache", cache, "-target", target, "-epochs_predictor", str(epochs),
@@ -60,6 +72,9 @@ def main() -> None:
                     res = config["results"]
                     seconds = res["seconds_per_epoch"] * res["epochs_done"]
                     results.setdefault((dataset, batch, lr, epochs), []).append((res["test"]["Spearman"], seconds))
+                    log.write(json.dumps({"dataset": dataset, "seed": seed, "batch": batch, "lr": lr, "epochs": epochs,
+                                          "spearman": res["test"]["Spearman"], "seconds": seconds}) + "\n")
+                    log.flush()
                     print(f"{dataset:<17} seed {seed} batch {batch:>4} lr {lr:g} epochs {epochs}: Spearman "
                           f"{res['test']['Spearman']:.4f}, {seconds:.1f} s", flush=True)
     print(f"\nseeds {args.seeds}, {args.threads} thread(s)\n")

@@ -21,6 +21,7 @@ and without a busy neighbour process pinned to one core.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -53,6 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("-run", choices=["toolkit", "reference"], default=None, help=argparse.SUPPRESS)
     p.add_argument("-seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("-spawned", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("-cache", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -60,7 +62,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run_toolkit(args, marks: dict) -> dict:
     import train_predictor
-    from iterators.caches import load_cache, write_cache
 
     real_fit = train_predictor.fit
 
@@ -69,12 +70,9 @@ def run_toolkit(args, marks: dict) -> dict:
         return real_fit(*a, **k)
 
     train_predictor.fit = timed_fit
-    cache = load_cache(HELP)
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "bench.jsonl.gz")
-        write_cache(path, cache.family, cache.archs[:args.n], cache.entries[:args.n], cache.header["metrics"])
         config = train_predictor.main(
-            ["-cache", path, "-target", TARGET, "-epochs_predictor", str(args.epochs), "-batch_size",
+            ["-cache", args.cache, "-target", TARGET, "-epochs_predictor", str(args.epochs), "-batch_size",
              str(args.batch_size), "-lr", str(args.lr), "-seed", str(args.seed), "-threads", str(args.threads),
              "-out_dir", tmp, "-quiet"])
     res = config["results"]
@@ -100,9 +98,9 @@ def run_reference(args, marks: dict) -> dict:
     configure(args.threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    cache = load_cache(HELP)
-    y, keep = Target(TARGET).evaluate(cache.entries[:args.n], cache.metrics)
-    archs = [a for a, k in zip(cache.archs[:args.n], keep) if k]
+    cache = load_cache(args.cache)
+    y, keep = Target(TARGET).evaluate(cache.entries, cache.metrics)
+    archs = [a for a, k in zip(cache.archs, keep) if k]
     graphs = encode_archs(archs)
     data = []
     for g in range(len(archs)):
@@ -171,7 +169,7 @@ def child(args) -> None:
 
 def spawn(args, run: str, seed: int, threads: int, epochs: int) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "-run", run, "-seed", str(seed), "-threads", str(threads),
-           "-epochs", str(epochs), "-n", str(args.n), "-batch_size", str(args.batch_size), "-lr", str(args.lr),
+           "-epochs", str(epochs), "-cache", args.cache, "-batch_size", str(args.batch_size), "-lr", str(args.lr),
            "-spawned", repr(time.time())]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
@@ -208,6 +206,16 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.run:
         return child(args)
+    from iterators.caches import load_cache, write_cache
+
+    with tempfile.TemporaryDirectory() as tmp:  # the first n HELP architectures, read by every run
+        cache = load_cache(HELP)
+        args.cache = os.path.join(tmp, "help.jsonl.gz")
+        write_cache(args.cache, cache.family, cache.archs[:args.n], cache.entries[:args.n], cache.header["metrics"])
+        compare(args)
+
+
+def compare(args) -> None:
     print(f"{args.n} HELP architectures, target {TARGET}, {args.epochs} epochs, batch {args.batch_size}, "
           f"lr {args.lr}, seeds {args.seeds}, threads {args.reference_threads} (reference) and {args.threads} "
           f"(toolkit); runs interleaved")
@@ -240,10 +248,7 @@ def neighbour_table(args) -> None:
     for _ in range(2):
         for threads in (1, 2):
             for busy in (False, True):
-                if busy:
-                    with BusyNeighbour():
-                        r = spawn(args, "toolkit", 0, threads, args.neighbour_epochs)
-                else:
+                with BusyNeighbour() if busy else contextlib.nullcontext():
                     r = spawn(args, "toolkit", 0, threads, args.neighbour_epochs)
                 times.setdefault((threads, busy), []).append(r["s_per_epoch"])
     print(f"\ntoolkit, {args.neighbour_epochs} epochs per run, medians of 2 interleaved runs\n")

@@ -29,3 +29,19 @@ def test_predict_help_answers_without_torch():
             "run_name='__main__')\nexcept SystemExit:\n    pass\nprint('TORCH' if 'torch' in sys.modules else 'NO TORCH')")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert "-chkpt" in out.stdout and out.stdout.strip().endswith("NO TORCH")
+
+
+def test_threads_flag_is_validated_and_applied():
+    import torch
+
+    from iterators.errors import UserError
+    from iterators.runtime import configure
+
+    with pytest.raises(UserError, match="-threads 0"):
+        configure(0)
+    before = torch.get_num_threads()
+    try:
+        configure(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
