@@ -16,6 +16,7 @@ import math
 import numpy as np
 from tqdm import tqdm
 
+from evaluation.backends import add_backend_arguments, backend_from_args
 from evaluation.evaluators import L1_DIR, make_evaluator
 from evaluation.results_store import ResultsStore
 from iterators.runtime import reuse_freed_memory
@@ -51,6 +52,7 @@ def main(argv=None) -> list[tuple]:
     p.add_argument("-threads", type=int, default=1, help="torch threads for CPU latency")
     p.add_argument("-l1_dir", default=L1_DIR, help="folder of latency predictors for <device>_predicted")
     p.add_argument("-quiet", action="store_true")
+    add_backend_arguments(p)
     args = p.parse_args(argv)
     reuse_freed_memory()
     resolution = validate_resolution(args.res)
@@ -73,17 +75,22 @@ def main(argv=None) -> list[tuple]:
             print(f"{i:>6}  score {s:10.4g}  {describe(arch)}")
         return [(a, s, None) for a, s in zip(archs, summed)]
 
-    evaluator = make_evaluator(args.metric, family, args.supernet_path, args.imagenet_dir, args.l1_dir,
-                               threads=args.threads)
-    with ResultsStore(args.db) as store:
+    backend = backend_from_args(args)
+    evaluator = backend.evaluator(make_evaluator, args.metric, family, args.supernet_path, args.imagenet_dir,
+                                  args.l1_dir, threads=args.threads)
+    with backend, ResultsStore(args.db) as store:
         todo = [i for i in range(len(archs)) if i not in store.done(archs, args.metric)]
         print(f"{len(archs) - len(todo)} already in {args.db}, {len(todo)} to evaluate ({args.metric})")
         try:
-            for i, value, details in tqdm(evaluator([archs[i] for i in todo]), total=len(todo), unit="net",
-                                          desc=f"eval {args.metric}", disable=args.quiet):
+            bar = tqdm(evaluator([archs[i] for i in todo]), total=len(todo), unit="net", desc=f"eval {args.metric}",
+                       disable=args.quiet)
+            backend.show_rates(bar)
+            for i, value, details in bar:
                 store.put(archs[todo[i]], args.metric, value, details)
         except KeyboardInterrupt:
             print("\ninterrupted: every result measured so far is stored; run the same command again to continue")
+        if backend.summary():
+            print(backend.summary())
         results = [(a, s, store.get(a, args.metric)) for a, s in zip(archs, summed)]
         if args.export:
             print(f"exported {store.export(args.export, args.metric)} rows to {args.export}")

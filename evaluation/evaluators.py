@@ -35,6 +35,9 @@ class Evaluator:
     unit: str
     higher_is_better: bool
     run: Callable[[list[Arch]], Iterator[tuple[int, float, dict]]]  # yields (index, value, details) per arch
+    # "cpu" or "cuda" when the metric is a timing on that device: nothing else may run there meanwhile (the Ray
+    # backend gives such metrics one worker per node and runs them alone)
+    timing_device: str | None = None
 
     def __call__(self, archs: list[Arch]) -> Iterator[tuple[int, float, dict]]:
         return self.run(archs)
@@ -76,8 +79,9 @@ def predictor_evaluator(metric: str, chkpt: str, unit: str, higher_is_better: bo
 
 def make_evaluator(metric: str, family: str, supernet_path: str | None = None, imagenet_dir: str | None = None,
                    l1_dir: str = L1_DIR, threads: int = 1, warmup: int = 10, repeats: int = 50,
-                   batch_size: int = 100) -> Evaluator:
-    """The evaluator of ``metric``; fails at once (before any work) when what it needs is missing."""
+                   batch_size: int = 100, device: str = "cpu") -> Evaluator:
+    """The evaluator of ``metric``; fails at once (before any work) when what it needs is missing. ``device`` is where
+    ``acc`` runs (a Ray worker holding a GPU passes "cuda")."""
     if metric in ("flops", "params"):
         def measure(arch):
             flops, params = ofa.count_flops_params(ofa.build_subnet(arch), arch.resolution)
@@ -93,12 +97,12 @@ def make_evaluator(metric: str, family: str, supernet_path: str | None = None, i
                                       repeats=repeats, threads=threads)
             name = ofa.cpu_name() if device == "cpu" else torch.cuda.get_device_name()
             return lat["median_ms"], {**lat, "device_name": name}
-        return Evaluator(metric, "ms", False, _one_by_one(measure))
+        return Evaluator(metric, "ms", False, _one_by_one(measure), timing_device=device)
     if metric == "acc":
         if not supernet_path or not imagenet_dir:
             raise ValueError(f"-m acc needs -supernet_path (OFA's {ofa.checkpoint_name(family)}) and -imagenet_dir "
                              "(ImageNet in ImageFolder layout with train/ and val/)")
-        evaluator = AccuracyEvaluator(family, supernet_path, imagenet_dir, eval_batch_size=batch_size)
+        evaluator = AccuracyEvaluator(family, supernet_path, imagenet_dir, eval_batch_size=batch_size, device=device)
         return Evaluator(metric, "%", True, _one_by_one(lambda arch: (evaluator.evaluate(arch), {})))
     if metric.endswith(PREDICTED_SUFFIX):
         device = metric[:-len(PREDICTED_SUFFIX)]

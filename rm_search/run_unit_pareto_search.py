@@ -17,6 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tqdm import tqdm  # noqa: E402
 
+from evaluation.backends import add_backend_arguments, backend_from_args  # noqa: E402
 from evaluation.evaluators import L1_DIR, make_evaluator, predictor_evaluator  # noqa: E402
 from evaluation.results_store import ResultsStore  # noqa: E402
 from iterators.runtime import reuse_freed_memory  # noqa: E402
@@ -51,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("-out_dir", default="outputs")
     p.add_argument("-resume", action="store_true", help="continue the run in outputs/<model_name>/")
     p.add_argument("-quiet", action="store_true")
+    add_backend_arguments(p)
     args = p.parse_args(argv)
     if not 0 <= args.stage_mutate_prob <= 1:
         p.error("-stage_mutate_prob must lie in [0, 1]")
@@ -73,19 +75,21 @@ def main(argv=None):
              else SearchSpace.full(args.family, resolution))
     if space.family != args.family:
         raise SystemExit(f"-unit_corpus describes a {space.family} space, not {args.family}")
+    backend = backend_from_args(args)
     if args.acc_predictor:
-        accuracy = predictor_evaluator(f"acc_pred:{os.path.basename(args.acc_predictor)}", args.acc_predictor, "",
-                                       True)
+        accuracy = backend.evaluator(predictor_evaluator, f"acc_pred:{os.path.basename(args.acc_predictor)}",
+                                     args.acc_predictor, "", True)
     else:
-        accuracy = make_evaluator("acc", args.family, args.supernet_path, args.imagenet_dir,
-                                  batch_size=args.batch_size)
-    cost = make_evaluator(args.metric, args.family, args.supernet_path, args.imagenet_dir, args.l1_dir)
+        accuracy = backend.evaluator(make_evaluator, "acc", args.family, args.supernet_path, args.imagenet_dir,
+                                     batch_size=args.batch_size)
+    cost = backend.evaluator(make_evaluator, args.metric, args.family, args.supernet_path, args.imagenet_dir,
+                             args.l1_dir)
     metrics = ("accuracy", f"{args.metric} ({cost.unit})")
     cfg = SearchConfig(args.random_init_set_size, args.num_iterations, args.eval_budget, args.stage_mutate_prob,
                        args.mutation_depth, args.num_pareto_runs, args.seed,
                        tuple(args.hv_reference) if args.hv_reference else None)
 
-    with open(log_path, "a") as log_file, ResultsStore(args.db) as store:
+    with backend, open(log_path, "a") as log_file, ResultsStore(args.db) as store:
         def log(msg: str) -> None:
             tqdm.write(msg)
             log_file.write(msg + "\n")
@@ -96,6 +100,7 @@ def main(argv=None):
             f"objectives {accuracy.metric} (max), {cost.metric} (min); {vars(cfg)}")
         total = cfg.random_init_set_size + cfg.num_iterations * cfg.eval_budget
         with tqdm(total=total, unit="net", desc="search", disable=args.quiet) as bar:
+            backend.show_rates(bar)
             state = run_search(space, ObjectiveCache(store, accuracy, cost, bar), cfg, log,
                                on_iteration=lambda it, s: save_front(os.path.join(out, f"front_iter{it}.json"), s,
                                                                     metrics))
@@ -109,6 +114,8 @@ def main(argv=None):
         log("final Pareto front:\n" + "\n".join(table))
         plot = plot_search(state.points, state.iteration, state.front(), metrics, os.path.join(out, "pareto.png"))
         log(f"hypervolume per iteration: {[round(h, 6) for h in state.hypervolumes]}; wrote {out}/ ({plot})")
+        if backend.summary():
+            log(backend.summary())
     return state
 
 
