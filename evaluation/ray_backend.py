@@ -180,13 +180,20 @@ class RayBackend(Backend):
             kwargs["address"] = address
         try:
             ray.init(**kwargs)
-        except AuthenticationError as err:
-            raise UserError(f"-ray_address {address}: the cluster refused this machine's token ({err}); copy the "
-                            "head's ~/.ray/auth_token here and set RAY_AUTH_MODE=token (see README, "
-                            "'More than one machine')") from None
-        except ConnectionError as err:
-            raise UserError(f"-ray_address {address}: no Ray cluster answers there ({err}); start one with `ray "
-                            "start --head` and pass the address it prints") from None
+        except (ConnectionError, RuntimeError) as err:
+            causes, cause = [], err
+            while cause is not None:
+                causes.append(cause)
+                cause = cause.__cause__ or cause.__context__
+            # Ray reports a refused token as a ConnectionError whose cause holds the AuthenticationError as text
+            if any(isinstance(c, AuthenticationError) or "AuthenticationError" in str(c) for c in causes):
+                raise UserError(f"-ray_address {address}: the cluster wants its token: copy the head's "
+                                "~/.ray/auth_token to this machine and set RAY_AUTH_MODE=token (see README, 'More "
+                                "than one machine')") from None
+            if isinstance(err, ConnectionError):
+                raise UserError(f"-ray_address {address}: no Ray cluster answers there ({err}); start one with "
+                                "`ray start --head` and pass the address it prints") from None
+            raise
 
     def _check_resources(self, workers: int | None) -> int:
         total = ray.cluster_resources()
