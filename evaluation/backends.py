@@ -81,8 +81,8 @@ class Backend:
     def evaluate(self, archs: Sequence[Arch], evaluators: Sequence[Evaluator]) -> Iterator[tuple[int, str, float,
                                                                                                  dict]]:
         """``(index, metric, value, details)`` for every network of ``archs`` and every one of ``evaluators`` (made
-        by this backend), metric after metric, each metric spread over the workers."""
-        for ev in evaluators:
+        by this backend), metric after metric, each metric spread over the workers; timings come last."""
+        for ev in sorted(evaluators, key=lambda ev: ev.timing_device is not None):
             for i, value, details in ev(list(archs)):
                 yield i, ev.metric, value, details
 

@@ -169,6 +169,10 @@ class RayBackend(Backend):
         self._kept_as = (ray.get_runtime_context().get_node_id(), self.n_workers, self.gpus_per_worker,
                          os.environ.get("PYTHONPATH"))
         self.pool, self.timing = _KEPT.pop(self._kept_as, ([], {}))
+        for pool, timing in _KEPT.values():  # workers kept for other settings would hold CPUs and GPUs idle
+            for slot in pool + [s for slots in timing.values() for s in slots]:
+                ray.kill(slot.actor, no_restart=True)
+        _KEPT.clear()
 
     @staticmethod
     def _init(workers: int | None, address: str | None, options: dict) -> None:

@@ -32,7 +32,9 @@ def local_ray():
     quiet_ray()
     old_path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.path.dirname(os.path.abspath(__file__))  # workers import the fakes from here
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    # one GPU declared, none needed: Ray hands it to a worker that asks for one, which is what is tested here
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR",
+             log_to_driver=False)
     yield
     ray.shutdown()
     if old_path is None:
@@ -120,8 +122,8 @@ def test_bad_backend_flags_are_user_errors():
         make_backend(gpus_per_worker=1)
     with pytest.raises(UserError, match="only 2 CPUs"):
         make_backend(workers=3).connect()
-    with pytest.raises(UserError, match="only 0 GPUs"):
-        make_backend(workers=1, gpus_per_worker=1).connect()
+    with pytest.raises(UserError, match="only 1 GPUs"):
+        make_backend(workers=1, gpus_per_worker=2).connect()
 
 
 def test_in_process_runs_never_import_ray():
@@ -201,3 +203,18 @@ def test_search_on_two_workers_finds_the_in_process_front(tmp_path):
     assert [x for _, p in front(on_ray) for x in p] == pytest.approx([x for _, p in front(local) for x in p], rel=1e-5)
     assert on_ray.hypervolumes == pytest.approx(local.hypervolumes, rel=1e-5)
     assert "networks/s" in (tmp_path / "out" / "ray" / "search.log").read_text()
+
+
+# last: it needs a pool of its own, which retires the 2-worker pool the tests above share
+def device_evaluator(device: str = "cpu") -> Evaluator:
+    """A fake metric that tells the device it was built for and the GPUs its process sees."""
+    def run(archs):
+        for i, _ in enumerate(archs):
+            yield i, 0.0, {"device": device, "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    return Evaluator("device", "", True, run)
+
+
+def test_a_worker_holding_a_gpu_builds_its_evaluators_for_it():
+    with make_backend(workers=1, gpus_per_worker=1) as backend:
+        details = [d for _, _, d in backend.evaluator(device_evaluator)(_archs(2))]
+    assert details == [{"device": "cuda", "visible": "0"}] * 2
