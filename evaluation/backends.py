@@ -16,6 +16,7 @@ so an interrupted run loses only the networks in flight and a re-run skips what 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import time
@@ -133,7 +134,7 @@ class InProcessBackend(Backend):
                     yield result
             finally:
                 self.tally.wall[ev.metric] += time.perf_counter() - start
-        return Evaluator(ev.metric, ev.unit, ev.higher_is_better, run, timing_device=ev.timing_device)
+        return dataclasses.replace(ev, run=run)
 
 
 def add_backend_arguments(p: argparse.ArgumentParser) -> None:
@@ -145,7 +146,8 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
                    help="join this Ray cluster (host:port of its head, or 'auto' on one of its nodes); "
                         "-workers then defaults to one worker per CPU (or per -gpus_per_worker GPUs) of the cluster")
     g.add_argument("-gpus_per_worker", type=float, default=0,
-                   help="GPUs each worker reserves (ImageNet accuracy then runs on its GPU)")
+                   help="GPUs each worker reserves; ImageNet accuracy runs on a worker's GPU when it holds one, else "
+                        "on its CPU (whatever -device says)")
 
 
 def make_backend(workers: int | None = None, ray_address: str | None = None, gpus_per_worker: float = 0,

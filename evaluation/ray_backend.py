@@ -24,6 +24,7 @@ is raised again in the driver as itself.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import itertools
@@ -68,9 +69,6 @@ class EvalWorker:
         built = 0.0
         if key not in self.evaluators:
             start = time.perf_counter()
-            if ray.get_gpu_ids() and "device" in inspect.signature(build.func).parameters \
-                    and "device" not in build.keywords:
-                build = recipe(build.func, *build.args, **build.keywords, device="cuda")
             self.evaluators[key] = build()
             built = time.perf_counter() - start
         start = time.perf_counter()
@@ -274,9 +272,12 @@ class RayBackend(Backend):
     def evaluator(self, build, *args, **kwargs) -> Evaluator:
         # built here once: it checks its inputs before any worker starts and tells the metric's name and unit
         local = build(*args, **kwargs)
+        metric, device = local.metric, local.timing_device
+        if not device and ("device" in kwargs or "device" in inspect.signature(build).parameters):
+            # the pool's GPUs are the ones Ray reserved for it: a worker sees only its own as "cuda"
+            kwargs = {**kwargs, "device": "cuda" if self.gpus_per_worker else "cpu"}
         remote_recipe = recipe(build, *args, **kwargs)
         self.connect()
-        metric, device = local.metric, local.timing_device
         key = f"{metric}#{next(_KEYS)}"  # workers cache evaluators by recipe, not by metric name
         self._keys.append(key)
 
@@ -285,7 +286,7 @@ class RayBackend(Backend):
                 return iter(())
             slots = self._start_timing(device) if device else self._start_pool()
             return self._run(metric, key, remote_recipe, list(archs), slots)
-        return Evaluator(metric, local.unit, local.higher_is_better, run, timing_device=device)
+        return dataclasses.replace(local, run=run)
 
     def _chunk_size(self, metric: str, left: int, slots: int) -> int:
         if metric not in self._sec_per_net:

@@ -148,13 +148,13 @@ def _eval_topk(tmp_path, db, *extra):
 
 def _rows(path):
     with ResultsStore(str(path)) as store:
-        return sorted((r["config"], r["resolution"], r["metric"], r["value"], r["details"]) for r in store.rows())
+        return sorted((r["config"], r["resolution"], r["metric"], r["predictor"], r["value"], r["details"])
+                      for r in store.rows())
 
 
 def test_eval_topk_on_two_workers_stores_the_in_process_rows(tmp_path, capsys):
-    for metric in ("flops", "params"):
-        _eval_topk(tmp_path, "local.db", "-m", metric, "-n", "4")
-        _eval_topk(tmp_path, "ray.db", "-m", metric, "-n", "4", "-workers", "2")
+    _eval_topk(tmp_path, "local.db", "-m", "flops", "params", "-n", "4")
+    _eval_topk(tmp_path, "ray.db", "-m", "flops", "params", "-n", "4", "-workers", "2")
     assert "networks/s" in capsys.readouterr().out
     rows = _rows(tmp_path / "ray.db")
     assert len(rows) == 8 and rows == _rows(tmp_path / "local.db")
@@ -166,17 +166,17 @@ def test_eval_topk_survives_a_killed_worker(tmp_path, monkeypatch):
     monkeypatch.setattr(eval_topk_ofa, "backend_from_args", lambda args: backends.append(make(args)) or backends[-1])
     real_put = ResultsStore.put
 
-    def put_and_kill(store, arch, metric, value, details=None):
+    def put_and_kill(store, arch, *args, **kwargs):
         puts.append(arch.key())
         if len(puts) == 3:  # mid-run: every worker has chunks in flight
             killed.append(next(iter(backends[0].pids().values())))
             os.kill(killed[0], signal.SIGKILL)
-        return real_put(store, arch, metric, value, details)
+        return real_put(store, arch, *args, **kwargs)
 
     monkeypatch.setattr(ResultsStore, "put", put_and_kill)
     results = _eval_topk(tmp_path, "r.db", "-m", "flops", "-workers", "2", "-n", "10")
     assert len(puts) == 10 and len(set(puts)) == 10  # every network stored once
-    assert all(v is not None for _, _, v in results)
+    assert all(values["flops"] is not None for _, _, values in results)
     assert backends[0].deaths and backends[0].resent >= 1 and killed[0] not in backends[0].pids().values()
     monkeypatch.undo()
     assert len(_rows(tmp_path / "r.db")) == 10
