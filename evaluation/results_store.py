@@ -104,9 +104,6 @@ class ResultsStore:
     def _config(arch: Arch) -> str:
         return json.dumps(arch.config, separators=(",", ":"))
 
-    def get(self, arch: Arch, metric: str, predictor: str = "") -> float | None:
-        return self.values([arch], metric, predictor)[0]
-
     def values(self, archs: Sequence[Arch], metric: str, predictor: str = "") -> list[float | None]:
         """The stored value of ``metric`` (by ``predictor``) for every arch, None where there is none: one query for
         the whole list (the archs go into a temporary table joined with the results)."""
@@ -125,10 +122,6 @@ class ResultsStore:
         finally:
             self.db.execute("COMMIT")
         return [found.get(k) for k in keys]
-
-    def done(self, archs: Sequence[Arch], metric: str, predictor: str = "") -> set[int]:
-        """Indices of ``archs`` that already have a value for ``metric`` (by ``predictor``)."""
-        return {i for i, v in enumerate(self.values(archs, metric, predictor)) if v is not None}
 
     def put(self, arch: Arch, metric: str, value: float, details: dict | None = None, predictor: str = "") -> bool:
         """Store one finite result; False (and nothing written) if another writer stored it first."""

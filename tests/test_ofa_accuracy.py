@@ -144,4 +144,4 @@ def test_eval_topk_accuracy_end_to_end(imagenet_dir, supernet_path, tmp_path):
     acc = values["acc"]
     assert 0.0 <= acc <= 100.0
     with ResultsStore(db) as store:
-        assert store.get(arch, "acc") == acc
+        assert store.values([arch], "acc") == [acc]

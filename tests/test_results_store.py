@@ -19,7 +19,7 @@ def test_predictions_are_keyed_by_predictor(tmp_path):
         assert store.values(ARCHS[:3], "cpu_predicted", "aaaa") == [1.0, None, None]
         assert store.values(ARCHS[:3], "cpu_predicted", "bbbb") == [2.0, None, None]
         assert store.values(ARCHS[:3], "cpu_predicted") == [None, None, None]
-        assert store.get(ARCHS[1], "flops") == 300.0 and store.done(ARCHS, "flops") == {1}
+        assert store.values(ARCHS[:3], "flops") == [None, 300.0, None]
         assert not store.put(ARCHS[1], "flops", 301.0)  # the first writer wins
         with pytest.raises(ValueError, match="non-finite"):
             store.put(ARCHS[2], "flops", float("nan"))
@@ -40,8 +40,8 @@ def test_a_database_of_the_first_schema_is_migrated(tmp_path):
     db.commit()
     db.close()
     with ResultsStore(path) as store:
-        assert store.get(ARCHS[0], "flops") == 300.0  # measured rows are kept and reused
-        assert store.get(ARCHS[0], "cpu_predicted") is None  # predictions of an unknown predictor are not
+        assert store.values(ARCHS[:1], "flops") == [300.0]  # measured rows are kept and reused
+        assert store.values(ARCHS[:1], "cpu_predicted") == [None]  # predictions of an unknown predictor are not
         assert sorted((r["metric"], r["predictor"]) for r in store.rows()) == [
             ("acc_pred:x_predictor.pt", UNVERIFIED), ("cpu_predicted", UNVERIFIED), ("flops", "")]
     with ResultsStore(path) as store:  # opening it again changes nothing
