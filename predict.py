@@ -15,7 +15,6 @@ JSON or CSV, by extension.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import glob
 import json
@@ -24,16 +23,16 @@ import sys
 import time
 from collections import Counter
 
-from iterators.errors import UserError, run_cli
+from iterators.errors import ArgumentParser, UserError, check_output_file, reading, run_cli
+from iterators.paths import L1_DIR
 from iterators.runtime import add_threads_flag, configure
 from iterators.search_space import ArchError, arch_from_json
 
-REPO = os.path.dirname(os.path.abspath(__file__))
 SHIPPED_ONNX_PREDICTORS = ("acc", "latency_cpu")  # l1_models/ofa_mbv3+ofa_pn_onnx_ir_<target>_..._predictor.pt
 
 
 def main(argv=None) -> list:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-chkpt", default=None, help="<name>_predictor.pt; its config is found by the paper's naming. "
                    "Needed with -archs; with -onnx the shipped onnx_ir predictors are the default")
     p.add_argument("-archs", default=None, help="JSON list of {resolution, config}")
@@ -48,6 +47,8 @@ def main(argv=None) -> list:
         p.error("give either -archs or -onnx")
     if args.archs and args.chkpt is None:
         p.error("-archs needs -chkpt")
+    if args.out:
+        check_output_file(args.out, "-out", (".json", ".csv") if args.onnx else ())
     configure(args.threads)
     if args.onnx:
         return predict_onnx(args)
@@ -55,22 +56,8 @@ def main(argv=None) -> list:
     from models.checkpoints import load_predictor
     from models.predictor import predict_archs, predict_graphs
     model, config = load_predictor(args.chkpt)
-    with open(args.archs) as f:
-        entries = json.load(f)
-    if not isinstance(entries, list):
-        p.error(f"{args.archs}: expected a JSON list of architectures")
-    onnx_ir = config.get("format") == "onnx_ir"
-    families = config["family"].split("+")
-    archs = []
-    for i, entry in enumerate(entries):
-        try:  # an onnx_ir predictor may know several families: each architecture's blocks name its own
-            arch = arch_from_json(entry, None if onnx_ir else config["family"])
-        except ArchError as err:
-            p.error(f"{args.archs}: architecture {i}: {err}")
-        if arch.family not in families:
-            p.error(f"{args.archs}: architecture {i} is of {arch.family}; this predictor knows {', '.join(families)}")
-        archs.append(arch)
-    if not onnx_ir:
+    archs = read_archs(args.archs, config)
+    if config.get("format") != "onnx_ir":
         return _emit(predict_archs(model, archs), args.out, config)
     from tqdm import tqdm
 
@@ -80,6 +67,29 @@ def main(argv=None) -> list:
     graphs = [graph_from_arch(a, args.graph_cache)
               for a in tqdm(archs, desc="OFA subnets -> ONNX-IR", unit="arch", disable=len(archs) < 10)]
     return _emit(predict_graphs(model, graphs_to_graphset(graphs)), args.out, config)
+
+
+def read_archs(path: str, config: dict) -> list:
+    """The architectures of an archs.json, each checked against the families the predictor knows."""
+    onnx_ir = config.get("format") == "onnx_ir"
+    families = config["family"].split("+")
+    fix = 'expected a JSON list of {"resolution": 224, "config": [[block strings of stage 1], ...]}'
+    with reading(path, "architecture list", fix):
+        with open(path) as f:
+            entries = json.load(f)
+        if not isinstance(entries, list) or not entries:
+            raise UserError(f"{path}: {fix}")
+        archs = []
+        for i, entry in enumerate(entries):
+            try:  # an onnx_ir predictor may know several families: each architecture's blocks name its own
+                arch = arch_from_json(entry, None if onnx_ir else config["family"])
+            except ArchError as err:
+                raise UserError(f"{path}: architecture {i}: {err}") from None
+            if arch.family not in families:
+                raise UserError(f"{path}: architecture {i} is of {arch.family}; this predictor knows "
+                                f"{', '.join(families)}")
+            archs.append(arch)
+    return archs
 
 
 def _note_vocabulary(chkpt: str, config: dict) -> None:
@@ -112,8 +122,8 @@ def _onnx_predictors(chkpt: str | None) -> list[tuple[str, object, dict]]:
     """(path, model, config) of -chkpt, or of the shipped onnx_ir predictors."""
     from models.checkpoints import load_predictor
     if chkpt is None:
-        paths = [p for target in SHIPPED_ONNX_PREDICTORS for p in sorted(glob.glob(os.path.join(
-            REPO, "l1_models", f"*_onnx_ir_{target}_*_predictor.pt")))[:1]]
+        paths = [p for target in SHIPPED_ONNX_PREDICTORS
+                 for p in sorted(glob.glob(os.path.join(L1_DIR, f"*_onnx_ir_{target}_*_predictor.pt")))[:1]]
         if len(paths) != len(SHIPPED_ONNX_PREDICTORS):
             raise UserError("-onnx without -chkpt uses the onnx_ir predictors shipped in l1_models/, and they are "
                             "missing: give -chkpt, or restore l1_models/ from the repository")
@@ -139,8 +149,6 @@ def predict_onnx(args) -> list[dict]:
     from models.predictor import predict_graphs
     files = onnx_files(args.onnx)
     predictors = _onnx_predictors(args.chkpt)
-    if args.out and not args.out.endswith((".json", ".csv")):
-        raise UserError(f"-out {args.out}: -onnx writes a table as .json or .csv")
     rows, graphs = [], []
     for path in tqdm(files, desc="ONNX -> ONNX-IR", unit="model", disable=len(files) < 3):
         row = {"model": path}

@@ -56,6 +56,7 @@ def measure(name: str, raw_ofa: set[str]) -> dict:
     from iterators.onnx_ir.canonical import fold_constants
     from iterators.onnx_ir.features import encode
     from iterators.onnx_ir.parsing import graph_from_onnx, op_graph_from_onnx
+    from iterators.paths import L1_DIR
     from models.checkpoints import load_predictor
     from models.predictor import predict_graphs
     torch.set_num_threads(1)
@@ -81,8 +82,8 @@ def measure(name: str, raw_ofa: set[str]) -> dict:
         before = encode(raw, warn=False)
     unknown = Counter()
     for target in ("acc", "latency_cpu"):
-        model, _ = load_predictor(os.path.join(REPO, "l1_models", f"ofa_mbv3+ofa_pn_onnx_ir_{target}_GATv2Conv_mean_"
-                                                                  f"directed_srcc1_predictor.pt"))
+        model, _ = load_predictor(os.path.join(L1_DIR, f"ofa_mbv3+ofa_pn_onnx_ir_{target}_GATv2Conv_mean_directed_"
+                                                       f"srcc1_predictor.pt"))
         row[target] = predict_graphs(model, graphs_to_graphset([graph]))[0]
         unknown |= model.fe_mlp.unseen_ops(graph.op_types)
     row.update(nodes=n_operators(graph), edges=int(graph.edges.shape[1]), nodes_before=n_operators(before),

@@ -17,7 +17,7 @@ from torch import nn
 import predict
 import train_predictor
 from conftest import REPO
-from iterators.errors import UserError
+from iterators.errors import UserError, run_cli
 from iterators.onnx_ir import (OP_INDEX, VOCAB_VERSION, graph_from_record, graphs_to_graphset, load_graph_cache,
                                write_graph_cache)
 from iterators.onnx_ir.parsing import graph_from_torch
@@ -115,7 +115,7 @@ def test_predict_several_onnx_files_and_a_folder(tmp_path, capsys):
     with open(tmp_path / "table.json") as f:
         rows = json.load(f)
     assert [("error" in r) for r in rows] == [True, False, False] and math.isfinite(rows[1]["latency_cpu"])
-    with pytest.raises(UserError, match="-out table.txt: -onnx writes a table as .json or .csv"):
+    with pytest.raises(UserError, match="-out table.txt: the file name must end in .json or .csv"):
         predict.main(["-chkpt", chkpt, "-onnx", single, "-out", "table.txt"])
     with pytest.raises(UserError, match="holds no .onnx file"):
         predict.main(["-chkpt", chkpt, "-onnx", str(tmp_path / "saved_models")])
@@ -143,7 +143,8 @@ def _first_cached_entry(family: str) -> dict:
 
 def test_predict_ofa_archs_with_an_onnx_ir_predictor(tmp_path, capsys):
     cfg = {"families": "ofa_mbv3+ofa_pn", "family": "ofa_mbv3+ofa_pn", "format": "onnx_ir", "target": "acc",
-           "gnn_type": "GATv2Conv", "gnn_dim": 16, "num_layers": 2, "aggr_method": "mean", "chkpt": "tiny_onnx"}
+           "gnn_type": "GATv2Conv", "gnn_dim": 16, "num_layers": 2, "aggr_method": "mean", "chkpt": "tiny_onnx",
+           "vocab_version": VOCAB_VERSION}
     predictor = build_predictor(cfg).eval()
     model_path, _ = save_predictor(predictor, cfg, str(tmp_path / "saved_models"), str(tmp_path / "configs"))
     rows = [_first_cached_entry("ofa_mbv3"), _first_cached_entry("ofa_pn")]
@@ -159,7 +160,7 @@ def test_predict_ofa_archs_with_an_onnx_ir_predictor(tmp_path, capsys):
     cfg.update(family="ofa_mbv3", families="ofa_mbv3", chkpt="mbv3_only")
     model_path, _ = save_predictor(build_predictor(cfg), cfg, str(tmp_path / "saved_models"), str(tmp_path / "configs"))
     with pytest.raises(SystemExit):
-        predict.main(["-chkpt", model_path, "-archs", str(archs_path), "-graph_cache", str(tmp_path / "gc")])
+        run_cli(predict.main, ["-chkpt", model_path, "-archs", str(archs_path), "-graph_cache", str(tmp_path / "gc")])
     assert "architecture 1 is of ofa_pn; this predictor knows ofa_mbv3" in capsys.readouterr().err
 
 
