@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torchvision
+from torch import nn
 from onnx import TensorProto, helper
 
 from evaluation import ofa_graphs
@@ -243,3 +244,16 @@ def test_ofa_subnet_from_its_modules_is_the_whole_export(config):
     assert chained.op_types == whole.op_types and chained.n_oov == 0
     np.testing.assert_array_equal(chained.edges, whole.edges)
     np.testing.assert_array_equal(chained.x, whole.x)
+
+
+def test_attention_exports_without_its_fused_fast_path():
+    """Without gradients torch runs multi-head attention as one fused operator that the exporter cannot write."""
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = nn.MultiheadAttention(16, 2, batch_first=True)
+
+        def forward(self, x):
+            return self.attention(x, x, x, need_weights=False)[0]
+    g = graph_from_torch(Attention().eval(), (1, 5, 16))
+    assert g.op_types.count("Softmax") == 1 and g.op_types.count("Gemm") == 2 and g.n_oov == 0

@@ -284,15 +284,16 @@ def graph_from_onnx(model: onnx.ModelProto | str | os.PathLike, input_size: Sequ
 
 
 def export_onnx(module: nn.Module, input_size: Sequence[int], opset: int = OPSET) -> tuple[onnx.ModelProto, list]:
-    """``module`` (in eval mode, without gradients; its mode is restored) exported with a zero input of
-    ``input_size`` through torch's TorchScript exporter, without its parameters: returns the model and the names of
-    the graph inputs that stand for the parameters."""
+    """``module`` (in eval mode; its mode is restored) exported with a zero input of ``input_size`` through torch's
+    TorchScript exporter, without its parameters: returns the model and the names of the graph inputs that stand for
+    the parameters. Gradients stay enabled: without them torch takes fused fast paths (multi-head attention) that
+    the exporter cannot write."""
     device = next(module.parameters(), torch.empty(0)).device
     buffer = io.BytesIO()
     was_training = module.training
     module.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter announces its own deprecation and tracer caveats
             torch.onnx.export(module, (torch.zeros(*input_size, device=device),), buffer, opset_version=opset,
                               dynamo=False, export_params=False, input_names=["input"])
