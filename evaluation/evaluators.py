@@ -6,6 +6,8 @@
     <device>_predicted latency (ms) from a predictor in l1_models/: the toolkit's own (e.g. cpu_predicted, trained
                        on the demo caches) and the published AutoBuild ones when present
                        (2080ti_predicted, 2990wx_predicted, kirin9000_predicted)
+    <device>_table     latency (ms) from an additive per-block table l1_models/<family>_<device>_latency_table.json
+                       (models/latency_table.py; make_latency_table.py fits or measures one)
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from evaluation import ofa_manager as ofa
 from evaluation.ofa_accuracy import AccuracyEvaluator
 from iterators.search_space import Arch
 from models.checkpoints import find_config, load_config, load_predictor
+from models.latency_table import LatencyTable
 from models.predictor import predict_archs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +30,7 @@ L1_DIR = os.path.join(REPO, "l1_models")
 # devices of the latency predictors published with the original code, by their target
 PUBLISHED_DEVICES = {"latency_gpu": "2080ti", "latency_cpu": "2990wx", "latency_npu": "kirin9000"}
 PREDICTED_SUFFIX = "_predicted"
+TABLE_SUFFIX = "_table"
 
 
 @dataclass
@@ -63,6 +67,20 @@ def latency_predictors(family: str, l1_dir: str = L1_DIR) -> dict[str, str]:
         device = PUBLISHED_DEVICES[target] if published else config.get("device", target[len("latency_"):])
         found.setdefault(device, path)
     return found
+
+
+def latency_tables(family: str, l1_dir: str = L1_DIR) -> dict[str, str]:
+    """{device: path} of the latency tables for ``family`` in ``l1_dir`` (``<family>_<device>_latency_table.json``)."""
+    prefix, suffix = f"{family}_", "_latency_table.json"
+    return {os.path.basename(p)[len(prefix):-len(suffix)]: p
+            for p in sorted(glob.glob(os.path.join(l1_dir, prefix + "*" + suffix)))}
+
+
+def table_evaluator(metric: str, table: LatencyTable) -> Evaluator:
+    def run(archs):
+        for i, value in enumerate(table.predict(archs).tolist()):
+            yield i, value, {"table": table.device}
+    return Evaluator(metric, table.unit, False, run)
 
 
 def predictor_evaluator(metric: str, chkpt: str, unit: str, higher_is_better: bool) -> Evaluator:
@@ -107,4 +125,12 @@ def make_evaluator(metric: str, family: str, supernet_path: str | None = None, i
             raise ValueError(f"no {device} latency predictor for {family} in {l1_dir}; available: "
                              f"{', '.join(d + PREDICTED_SUFFIX for d in available) or 'none'}")
         return predictor_evaluator(metric, available[device], "ms", False)
-    raise ValueError(f"unknown metric {metric!r}: use acc, cpu, gpu, flops, params or <device>{PREDICTED_SUFFIX}")
+    if metric.endswith(TABLE_SUFFIX):
+        device = metric[:-len(TABLE_SUFFIX)]
+        tables = latency_tables(family, l1_dir)
+        if device not in tables:
+            raise ValueError(f"no {device} latency table for {family} in {l1_dir}; available: "
+                             f"{', '.join(d + TABLE_SUFFIX for d in tables) or 'none'}")
+        return table_evaluator(metric, LatencyTable.load(tables[device]))
+    raise ValueError(f"unknown metric {metric!r}: use acc, cpu, gpu, flops, params, <device>{PREDICTED_SUFFIX} or "
+                     f"<device>{TABLE_SUFFIX}")

@@ -16,6 +16,7 @@ import torch
 from iterators.caches import base_family
 from iterators.safe_pickle import restricted_load
 from iterators.targets import Target
+from models.baselines import BaselinePredictor, build_baseline
 from models.predictor import Predictor, build_predictor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,14 +106,16 @@ def convert_published_state(state: dict) -> dict:
     return out
 
 
-def load_predictor(chkpt_path: str, config_path: str | None = None) -> tuple[Predictor, dict]:
-    """Any predictor checkpoint of the toolkit, or a published one, in eval mode, with its config."""
+def load_predictor(chkpt_path: str, config_path: str | None = None
+                   ) -> tuple[Predictor | BaselinePredictor, dict]:
+    """Any predictor checkpoint of the toolkit (a GNN or a baseline of models/baselines.py), or a published one, in
+    eval mode, with its config."""
     if not os.path.exists(chkpt_path):
         raise FileNotFoundError(f"no checkpoint at {chkpt_path}")
     config = load_config(config_path or find_config(chkpt_path))
     state = torch.load(chkpt_path, map_location="cpu", weights_only=True)
     if is_published_state(state):
         state = convert_published_state(state)
-    model = build_predictor(config)
+    model = build_baseline(config) if config.get("model", "gnn") != "gnn" else build_predictor(config)
     model.load_state_dict(state)
     return model.eval(), config
