@@ -20,23 +20,22 @@ import random
 import numpy as np
 from tqdm import tqdm
 
-from iterators.caches import CacheError, load_cache
-from iterators.errors import UserError, run_cli
-from iterators.search_space import FAMILIES, RESOLUTIONS, random_arch, validate_resolution
-from iterators.targets import Target, TargetError
+from iterators.caches import load_cache
+from iterators.errors import ArgumentParser, UserError, check_output_dir, reading, run_cli
+from iterators.paths import L1_DIR
+from iterators.search_space import FAMILIES, RESOLUTIONS, random_arch, resolution_flag
+from iterators.targets import Target
 from models.latency_table import FIT_MODES, LatencyTable
 from models.training import regression_metrics, split_indices
 
-REPO = os.path.dirname(os.path.abspath(__file__))
-
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-cache", default=None, help="latency cache: fit the table to it, or check a measured table")
     p.add_argument("-target", default="latency_cpu", help="the cache's latency metric (an expression is allowed)")
     p.add_argument("-family", choices=sorted(FAMILIES), default=None, help="with -measure and no -cache")
     p.add_argument("-measure", choices=("cpu", "cuda"), default=None, help="time every block on this machine")
-    p.add_argument("-resolutions", type=int, nargs="+", default=None,
+    p.add_argument("-resolutions", type=resolution_flag, nargs="+", default=None,
                    help="-measure: resolutions to time (default: those of -cache, else 128-224 in steps of 4)")
     p.add_argument("-threads", type=int, default=1, help="-measure: torch threads")
     p.add_argument("-repeats", type=int, default=15, help="-measure: timed rounds per block")
@@ -46,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("-ridge", type=float, default=None, help="fit: ridge penalty (default: leave-one-out choice)")
     p.add_argument("-seed", type=int, default=12345, help="train/test split of the cache (as train_predictor.py)")
     p.add_argument("-device", default=None, help="the table's device name: its metric is <device>_table")
-    p.add_argument("-out_dir", default=os.path.join(REPO, "l1_models"))
+    p.add_argument("-out_dir", default=L1_DIR, help="where the table is written (default: l1_models/)")
     args = p.parse_args(argv)
     if args.cache is None and args.measure is None:
         p.error("give -cache (fit a table to it) or -measure cpu/cuda (time the blocks here)")
@@ -66,14 +65,12 @@ def report(name: str, y: np.ndarray, pred: np.ndarray) -> dict:
 
 def main(argv=None) -> LatencyTable:
     args = parse_args(argv)
+    check_output_dir(args.out_dir, "-out_dir")
     archs, y = None, None
     if args.cache:
-        try:
+        with reading(args.cache, "cache"):
             cache = load_cache(args.cache)
-            target = Target(args.target)
-            y, keep = target.evaluate(cache.entries, cache.metrics)
-        except (CacheError, TargetError, OSError) as err:
-            raise UserError(f"-cache {args.cache}: {err}") from None
+        y, keep = Target(args.target).evaluate(cache.entries, cache.metrics)
         archs = [a for a, k in zip(cache.archs, keep) if k]
         if args.family and args.family != cache.family:
             raise UserError(f"-family {args.family}: -cache {args.cache} holds {cache.family} networks")
@@ -85,7 +82,6 @@ def main(argv=None) -> LatencyTable:
     if args.measure:
         from evaluation.block_latency import measure_block_table  # OFA and the supernet only when timing
         resolutions = args.resolutions or (sorted({a.resolution for a in archs}) if archs else list(RESOLUTIONS))
-        resolutions = [validate_resolution(r) for r in resolutions]
         device = args.device or f"{args.measure.replace('cuda', 'gpu')}_blocks"
         table = measure_block_table(args.family, resolutions, args.measure, args.threads, repeats=args.repeats,
                                     label=device)

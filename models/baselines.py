@@ -30,12 +30,12 @@ from tqdm import tqdm
 from iterators.block_indicators import CHOICE_NAMES, CHOICES, N_CHOICES, layout, rho
 from iterators.graphs import GraphBatch
 from iterators.search_space import EXPANSIONS, KERNELS
-from models.fe_mlp import READOUT_RESOLUTIONS
 from models.predictor import TEST_METRICS
 from models.ridge import ridge_dual, ridge_primal
 
 BASELINES = ("bilinear", "quadratic", "mlp")
 READOUT_REFERENCE = 500  # networks the partial dependence averages over
+MAX_LISTED_RESOLUTIONS = 8  # more resolutions in the reference than this: the read-out lists 5, evenly spread
 
 
 class BaselinePredictor(nn.Module):
@@ -253,8 +253,9 @@ def baseline_run_name(config: dict) -> str:
 def partial_dependence(model: BaselinePredictor, reference: np.ndarray) -> dict:
     """Contributions of every block choice, depth and resolution over ``reference`` features (see module doc).
 
-    ``{"blocks": {"S1": {"L1": {"e3k3": v, ...}, ...}}, "depth": {"S1": {"D2": v, ...}}, "resolution": {"r128": v},
-    "mean": mean prediction}``; resolution is relative to r192. Slots no reference network uses are left out.
+    ``{"blocks": {"S1": {"L1": {"e3k3": v, ...}, ...}}, "depth": {"S1": {"D2": v, ...}}, "resolution": {"r192": v},
+    "mean": mean prediction}``. Resolutions are those of the reference networks (never extrapolated), relative to
+    the smallest of them. Slots no reference network uses are left out.
     """
     lay = model.layout
     ref = np.asarray(reference, dtype=np.float64)
@@ -289,13 +290,16 @@ def partial_dependence(model: BaselinePredictor, reference: np.ndarray) -> dict:
             means.append(model.predict_features(mod).mean())
         means = np.array(means) - np.mean(means)
         out["depth"][f"S{s + 1}"] = {f"D{d}": v for d, v in zip(options, means.tolist())}
+    seen = sorted({int(round(192 + 32 * v)) for v in ref[:, lay.n_indicators]})
+    if len(seen) > MAX_LISTED_RESOLUTIONS:
+        seen = [seen[round(i * (len(seen) - 1) / 4)] for i in range(5)]
     res_means = {}
-    for r in sorted(set(READOUT_RESOLUTIONS) | {192}):
+    for r in seen:
         mod = ref.copy()
         mod[:, lay.n_indicators] = rho(r)
         mod[:, lay.n_indicators + 1] = rho(r) ** 2
         res_means[r] = float(model.predict_features(mod).mean())
-    out["resolution"] = {f"r{r}": v - res_means[192] for r, v in res_means.items() if r in READOUT_RESOLUTIONS}
+    out["resolution"] = {f"r{r}": v - res_means[seen[0]] for r, v in res_means.items()}
     return out
 
 
@@ -304,7 +308,7 @@ def marginal_readout(pd: dict) -> dict[str, dict[str, float]]:
 
     stage: how far the stage alone moves the prediction (best minus worst depth and blocks); layer: the mean swing of
     a block's choice at that position; expansion, kernel: the mean contribution of that value; depth: the mean
-    contribution of that depth over the elastic stages; resolution: the contribution relative to r192.
+    contribution of that depth over the elastic stages; resolution: the contribution relative to the smallest.
     """
     blocks, depth = pd["blocks"], pd["depth"]
     out = {"stage": {}, "layer": {}, "expansion": {}, "kernel": {}, "depth": {}, "resolution": dict(pd["resolution"])}
@@ -373,7 +377,7 @@ def format_readout(ro: dict) -> str:
                                      if depth else "  (fixed depth)"))
         for pos, choices in positions.items():
             lines.append(f"    {pos} " + " ".join(f"{c}={v:+.2e}" for c, v in choices.items()))
-    lines.append("  resolution (vs r192): " + "  ".join(f"{r} {v:+.3g}" for r, v in ro["resolution"].items()))
+    lines.append("  resolution: " + "  ".join(f"{r} {v:+.3g}" for r, v in ro["resolution"].items()))
     lines.append("Summary in the FE-MLP read-out's categories (signed contributions; stage/layer: swing):")
     for category, scores in ro["marginal"].items():
         lines.append(f"  {category:<11}" + "  ".join(f"{k}={v:+.3g}" for k, v in scores.items()))

@@ -22,6 +22,7 @@ import os
 import numpy as np
 
 from iterators.block_indicators import CHOICES, N_CHOICES, layout
+from iterators.errors import UserError
 from iterators.search_space import RESOLUTIONS, Arch
 from models.ridge import ridge_primal
 
@@ -30,8 +31,8 @@ FIT_MODES = ("affine", "scaled", "per_resolution")
 REFERENCE_RESOLUTION = 224
 
 
-class LatencyTableError(ValueError):
-    pass
+class LatencyTableError(UserError, ValueError):
+    """A latency table that cannot serve: a missing or malformed file, or a resolution it does not cover."""
 
 
 class LatencyTable:

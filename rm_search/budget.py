@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from evaluation.evaluators import Evaluator
+from evaluation.evaluators import Evaluator, evaluate_missing
 from evaluation.results_store import ResultsStore
 from iterators.block_indicators import BlockLayout
 from iterators.errors import UserError
@@ -396,7 +396,9 @@ class StoredMeasure:
         self.store, self.evaluator = store, evaluator
 
     def __call__(self, archs: list[Arch]) -> list[float]:
-        missing = [a for a in archs if self.store.get(a, self.evaluator.metric) is None]
-        for i, value, details in self.evaluator(missing):
-            self.store.put(missing[i], self.evaluator.metric, value, details)
-        return [self.store.get(a, self.evaluator.metric) for a in archs]
+        ev = self.evaluator
+        values = self.store.values(archs, ev.metric, ev.predictor)
+        if evaluate_missing(ev, archs, values, self.store):
+            raise UserError(f"{ev.metric} is not finite for some networks: a broken checkpoint or measurement; check "
+                            f"it with predict.py or eval_topk_ofa.py")
+        return values

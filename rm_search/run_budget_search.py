@@ -22,12 +22,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from evaluation.evaluators import (L1_DIR, TABLE_SUFFIX, latency_tables, make_evaluator,  # noqa: E402
-                                   predictor_evaluator)
+from evaluation.evaluators import (L1_DIR, TABLE_SUFFIX, accuracy_evaluator, load_latency_table,  # noqa: E402
+                                   make_evaluator)
 from evaluation.results_store import ResultsStore  # noqa: E402
-from iterators.errors import UserError, run_cli  # noqa: E402
+from iterators.errors import ArgumentParser, UserError, check_output_dir, reading, run_cli  # noqa: E402
 from iterators.runtime import reuse_freed_memory  # noqa: E402
-from iterators.search_space import FAMILIES, ArchError, arch_from_json, validate_resolution  # noqa: E402
+from iterators.search_space import FAMILIES, arch_from_json, describe, resolution_flag  # noqa: E402
 from models.baseline_plots import plot_budget_front  # noqa: E402
 from models.baselines import BilinearPredictor  # noqa: E402
 from models.checkpoints import load_predictor  # noqa: E402
@@ -35,19 +35,19 @@ from models.latency_table import LatencyTable, LatencyTableError  # noqa: E402
 from rm_search.budget import (EvolutionConfig, StoredMeasure, check_budget, constrained_evolution,  # noqa: E402
                               fastest_latency, smallest_network, solve_exact)
 from rm_search.pareto import non_dominated_sort  # noqa: E402
-from rm_search.search import ObjectiveCache  # noqa: E402
 from rm_search.space import SearchSpace  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-family", choices=sorted(FAMILIES), default="ofa_mbv3")
     p.add_argument("-acc_predictor", default=None, help="accuracy predictor checkpoint (else ImageNet evaluation)")
     p.add_argument("-metric", default="cpu_table",
                    help="latency measure: <device>_table (exact with a bilinear predictor), cpu, gpu, "
                         "<device>_predicted")
     p.add_argument("-budget_ms", type=float, nargs="+", required=True, help="one or more latency budgets")
-    p.add_argument("-resolutions", type=int, nargs="+", default=[224], help="input sizes the search may pick")
+    p.add_argument("-resolutions", type=resolution_flag, nargs="+", default=[224],
+                   help="input sizes the search may pick")
     p.add_argument("-unit_corpus", nargs="+", default=None, help="*_search_space.json files: a reduced space")
     p.add_argument("-method", choices=("auto", "exact", "evolution"), default="auto",
                    help="auto: exact when the accuracy model is bilinear and the metric a table, else evolution")
@@ -71,6 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("-mutate_prob must lie in [0, 1]")
     if args.population < 4 or args.generations < 0:
         p.error("-population must be at least 4 and -generations at least 0")
+    args.metric = args.metric.strip().lower()
+    if args.metric == "acc":
+        p.error("-metric is the latency measure (<device>_table, cpu, gpu, <device>_predicted); accuracy is the other")
     return args
 
 
@@ -90,58 +93,36 @@ def load_table(args) -> LatencyTable | None:
     """The latency table -metric names, or None when the metric is not a table."""
     if not args.metric.endswith(TABLE_SUFFIX):
         return None
-    tables = latency_tables(args.family, args.l1_dir)
-    device = args.metric[:-len(TABLE_SUFFIX)]
-    if device not in tables:
-        raise UserError(f"-metric {args.metric}: no {device} latency table for {args.family} in {args.l1_dir}; "
-                        f"available: {', '.join(d + TABLE_SUFFIX for d in tables) or 'none'} (make_latency_table.py "
-                        f"builds one)")
+    table = load_latency_table(args.metric, args.family, args.l1_dir, "-metric")
     try:
-        table = LatencyTable.load(tables[device])
         for r in args.resolutions:
             table.costs(r)
     except LatencyTableError as err:
-        raise UserError(f"-metric {args.metric}: {err}") from None
+        raise UserError(f"-resolutions: {err}") from None
     return table
 
 
 def load_rm_front(path: str, family: str) -> list:
-    try:
+    with reading(path, "front", "give a front_iter<i>.json of run_unit_pareto_search.py"):
         with open(path) as f:
-            rows = json.load(f)
-        archs = [arch_from_json(r, family) for r in rows]
-    except (OSError, ValueError, TypeError, ArchError) as err:
-        raise UserError(f"-rm_front {path}: {err}; give a front_iter<i>.json of run_unit_pareto_search.py") from None
+            archs = [arch_from_json(r, family) for r in json.load(f)]
     if not archs:
         raise UserError(f"-rm_front {path}: the front is empty")
     return archs
 
 
-def describe(arch) -> str:
-    return f"r{arch.resolution} " + " | ".join(" ".join(f"e{e}k{k}" for e, k in stage) for stage in arch.stages)
-
-
 def main(argv=None) -> list:
     args = parse_args(argv)
     reuse_freed_memory()
-    resolutions = [validate_resolution(r) for r in args.resolutions]
-    out = os.path.join(args.out_dir, args.model_name)
+    resolutions = sorted(set(args.resolutions))
+    out = check_output_dir(os.path.join(args.out_dir, args.model_name), "-out_dir")
     space = load_space(args)
     table = load_table(args)
-    acc_model = None
-    if args.acc_predictor:
-        try:
-            acc_model, acc_config = load_predictor(args.acc_predictor)
-        except (FileNotFoundError, ValueError, RuntimeError) as err:
-            raise UserError(f"-acc_predictor {args.acc_predictor}: {err}") from None
-        if acc_config.get("family") != args.family:
-            raise UserError(f"-acc_predictor {args.acc_predictor} predicts {acc_config.get('family')}, "
-                            f"not {args.family}")
-        accuracy = predictor_evaluator(f"acc_pred:{os.path.basename(args.acc_predictor)}", args.acc_predictor, "",
-                                       True)
-    else:
-        accuracy = make_evaluator("acc", args.family, args.supernet_path, args.imagenet_dir)
-    cost = make_evaluator(args.metric, args.family, args.supernet_path, args.imagenet_dir, args.l1_dir)
+    accuracy = accuracy_evaluator(args.family, args.acc_predictor, supernet_path=args.supernet_path,
+                                  imagenet_dir=args.imagenet_dir)
+    acc_model = load_predictor(args.acc_predictor)[0] if args.acc_predictor else None
+    cost = make_evaluator(args.metric, args.family, args.supernet_path, args.imagenet_dir, args.l1_dir,
+                          flag="-metric")
     exact_possible = isinstance(acc_model, BilinearPredictor) and table is not None
     method = args.method if args.method != "auto" else ("exact" if exact_possible else "evolution")
     if method == "exact" and not exact_possible:
@@ -158,9 +139,12 @@ def main(argv=None) -> list:
     os.makedirs(out, exist_ok=True)
 
     answers = []
-    with ResultsStore(args.db) as store, tqdm(disable=True) as silent:
-        objectives = ObjectiveCache(store, accuracy, cost, silent)
+    with ResultsStore(args.db) as store:
         measures = [StoredMeasure(store, ev) for ev in (accuracy, cost)]
+
+        def objectives(archs):
+            return list(zip(*(measure(archs) for measure in measures)))
+
         for budget in tqdm(sorted(args.budget_ms), desc=f"{method} search", unit="budget", disable=args.quiet):
             if method == "exact":
                 answer = solve_exact(acc_model, table, budget, resolutions, space, args.time_limit)
@@ -190,7 +174,8 @@ def main(argv=None) -> list:
         gap = "-" if a.gap is None else f"{a.gap:.1e}"
         rm_text = "" if rm_points is None else f"  {'none' if rm_best is None else f'{rm_best:.5g}':>13}"
         lines.append(f"{a.budget:>9g} {a.method:>9} {a.accuracy:>9.5g} {a.latency:>8.4g} {gap:>8} {a.evaluations:>6}"
-                     f" {a.seconds:>7.2f}{rm_text}  " + (describe(a.arch) if a.arch else "none found"))
+                     f" {a.seconds:>7.2f}{rm_text}  "
+                     + (f"r{a.arch.resolution} {describe(a.arch)}" if a.arch else "none found"))
         rows.append({"budget_ms": a.budget, "method": a.method, "accuracy": a.accuracy, "latency": a.latency,
                      "gap": a.gap, "dual_bound": a.dual_bound, "evaluations": a.evaluations, "seconds": a.seconds,
                      "rm_front_best": rm_best, "details": a.details, **(a.arch.to_json() if a.arch else {})})

@@ -12,6 +12,7 @@ from conftest import REPO
 from iterators.block_indicators import N_CHOICES, layout, rho
 from iterators.caches import load_cache
 from iterators.encoding import encode_archs
+from iterators.errors import UserError
 from iterators.search_space import FAMILIES, PAPER_RESOLUTIONS, RESOLUTIONS, random_arch
 from models.baselines import (BilinearPredictor, build_baseline, fit_baseline, fit_bilinear, partial_dependence,
                               quadratic_ridge, readout)
@@ -59,13 +60,15 @@ def _canonical(model: BilinearPredictor) -> dict:
                           for d in options])
             depth[s] = v - v.mean()
     a1, a2 = w[-2:]
-    return {"blocks": blocks, "depth": depth, "resolution": {r: a1 * rho(r) + a2 * rho(r) ** 2 for r in (128, 224)}}
+    base = a1 * rho(192) + a2 * rho(192) ** 2  # the read-out's resolutions are relative to the smallest seen
+    return {"blocks": blocks, "depth": depth,
+            "resolution": {r: a1 * rho(r) + a2 * rho(r) ** 2 - base for r in (208, 224)}}
 
 
 def _pd_as_canonical(pd: dict, lay) -> dict:
     return {"blocks": {(s, b): np.array(list(pd["blocks"][f"S{s + 1}"][f"L{b + 1}"].values())) for s, b in lay.slots},
             "depth": {int(k[1:]) - 1: np.array(list(v.values())) for k, v in pd["depth"].items()},
-            "resolution": {r: pd["resolution"][f"r{r}"] for r in (128, 224)}}
+            "resolution": {r: pd["resolution"][f"r{r}"] for r in (208, 224)}}
 
 
 def _assert_canonical_close(a: dict, b: dict, atol: float) -> None:
@@ -149,7 +152,7 @@ def test_baselines_rank_the_demo_accuracy(mbv3_acc, kind, least_spearman):
     assert set(ro["marginal"]) == {"stage", "layer", "expansion", "kernel", "depth", "resolution"}
     # deeper stages and larger resolutions raise the accuracy pseudo-label: every model must learn that
     assert ro["marginal"]["depth"]["D4"] > ro["marginal"]["depth"]["D2"]
-    assert ro["resolution"]["r224"] > 0 > ro["resolution"]["r160"]
+    assert ro["resolution"]["r224"] > ro["resolution"]["r208"] > ro["resolution"]["r192"] == 0  # trained on these
 
 
 def test_train_predictor_bilinear_saves_a_checkpoint_every_tool_loads(in_tmp, capsys):
@@ -190,5 +193,5 @@ def test_a_baseline_latency_model_serves_as_device_predicted(in_tmp):
 
 
 def test_baselines_refuse_the_onnx_ir_format(in_tmp):
-    with pytest.raises(SystemExit):
+    with pytest.raises(UserError, match="-model bilinear reads the custom format"):
         train_predictor.main(["-model", "bilinear", "-format", "onnx_ir", "-families", "ofa_mbv3", "-quiet"])

@@ -12,6 +12,7 @@ from evaluation.block_latency import block_modules, measure_block_table
 from evaluation.evaluators import make_evaluator
 from evaluation.ofa_manager import build_subnet
 from iterators.block_indicators import CHOICES, layout
+from iterators.errors import UserError
 from iterators.search_space import FAMILIES, RESOLUTIONS, make_arch, random_arch
 from models.latency_table import LatencyTable, LatencyTableError
 
@@ -112,7 +113,7 @@ def test_make_latency_table_fits_a_cache_and_serves_the_table_metric(tmp_path, c
     evaluator = make_evaluator("v100_64_table", "ofa_mbv3", l1_dir=str(tmp_path))
     archs = _random_archs("ofa_mbv3", 4, 0, (224,))
     assert [v for _, v, _ in evaluator(archs)] == pytest.approx(table.predict(archs).tolist())
-    with pytest.raises(ValueError, match="available: v100_64_table"):
+    with pytest.raises(UserError, match="available: v100_64_table"):
         make_evaluator("tpu_table", "ofa_mbv3", l1_dir=str(tmp_path))
 
 
