@@ -16,6 +16,7 @@ import math
 import numpy as np
 from tqdm import tqdm
 
+from evaluation.backends import add_backend_arguments, backend_from_args
 from evaluation.evaluators import L1_DIR, evaluate_missing, make_evaluator
 from evaluation.results_store import EXPORT_SUFFIXES, ResultsStore
 from iterators.errors import ArgumentParser, UserError, check_output_file, reading, run_cli
@@ -55,6 +56,7 @@ def parse_args(argv=None):
     p.add_argument("-threads", type=int, default=1, help="torch threads for CPU latency")
     p.add_argument("-l1_dir", default=L1_DIR, help="folder of latency predictors for <device>_predicted")
     p.add_argument("-quiet", action="store_true")
+    add_backend_arguments(p)
     args = p.parse_args(argv)
     if args.n == 0 or args.n < -1:
         p.error(f"-n {args.n}: give the number of networks to evaluate (>= 1), or -1 for all")
@@ -105,21 +107,26 @@ def main(argv=None) -> list[tuple]:
             print(f"{i:>6}  score {s:10.4g}  {describe(arch)}")
         return [(a, s, {}) for a, s in zip(archs, summed)]
 
-    evaluators = [make_evaluator(m, family, args.supernet_path, args.imagenet_dir, args.l1_dir, threads=args.threads,
-                                 device=args.device, workers=args.num_workers) for m in args.metrics]
+    backend = backend_from_args(args)
+    evaluators = [backend.evaluator(make_evaluator, m, family, args.supernet_path, args.imagenet_dir, args.l1_dir,
+                                    threads=args.threads, device=args.device, workers=args.num_workers)
+                  for m in args.metrics]
     values = {}
-    with ResultsStore(args.db) as store:
+    with backend, ResultsStore(args.db) as store:
         try:
             for ev in evaluators:
                 values[ev.metric] = store.values(archs, ev.metric, ev.predictor)  # one query per metric
                 todo = sum(v is None for v in values[ev.metric])
                 print(f"{len(archs) - todo} already in {args.db}, {todo} to evaluate ({ev.metric})")
                 with tqdm(total=todo, unit="net", desc=f"eval {ev.metric}", disable=args.quiet) as bar:
+                    backend.show_rates(bar)
                     not_finite = evaluate_missing(ev, archs, values[ev.metric], store, lambda: bar.update(1))
                 if not_finite:
                     print(f"{not_finite} networks gave a non-finite {ev.metric}: skipped, not stored")
         except KeyboardInterrupt:
             print("\ninterrupted: every result measured so far is stored; run the same command again to continue")
+        if backend.summary():
+            print(backend.summary())
         if args.export:
             print(f"exported {store.export(args.export, args.metrics)} rows to {args.export}")
     for ev in evaluators:

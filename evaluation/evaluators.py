@@ -52,6 +52,9 @@ class Evaluator:
     higher_is_better: bool
     run: Callable[[list[Arch]], Iterator[tuple[int, float, dict]]]  # yields (index, value, details) per arch
     predictor: str = ""  # digest of the predictor behind a predicted metric, '' when measured: part of the store key
+    # "cpu" or "cuda[:i]" when the metric is a timing on that device: nothing else may run there meanwhile (the Ray
+    # backend gives such metrics one worker per node and runs them alone)
+    timing_device: str | None = None
 
     def __call__(self, archs: list[Arch]) -> Iterator[tuple[int, float, dict]]:
         return self.run(archs)
@@ -160,7 +163,7 @@ def make_evaluator(metric: str, family: str, supernet_path: str | None = None, i
                                       repeats=repeats, threads=threads)
             name = ofa.cpu_name() if metric == "cpu" else torch.cuda.get_device_name(dev)
             return lat["median_ms"], {**lat, "device_name": name}
-        return Evaluator(metric, "ms", False, _one_by_one(measure))
+        return Evaluator(metric, "ms", False, _one_by_one(measure), timing_device=dev)
     if metric == "acc":
         if not supernet_path or not imagenet_dir:
             raise UserError(f"{flag} acc needs -supernet_path (OFA's {ofa.checkpoint_name(family)}) and -imagenet_dir "

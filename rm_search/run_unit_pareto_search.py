@@ -25,6 +25,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tqdm import tqdm  # noqa: E402
 
+from evaluation.backends import add_backend_arguments, backend_from_args  # noqa: E402
 from evaluation.evaluators import L1_DIR, accuracy_evaluator, make_evaluator  # noqa: E402
 from evaluation.ofa_manager import checkpoint_name  # noqa: E402
 from evaluation.results_store import ResultsStore  # noqa: E402
@@ -39,7 +40,7 @@ SETTINGS = "settings.json"
 # flags that may differ when a run is resumed: they change where things go or how fast, not what is found
 RESUMABLE = {"model_name", "out_dir", "db", "resume", "quiet", "l1_dir", "imagenet_dir", "supernet_path", "device",
              "num_workers", "batch_size", "completed_iter", "mutate_prob_type", "supernet_checkpoint_dir",
-             "supernet_name", "threads"}
+             "supernet_name", "threads", "workers", "ray_address", "gpus_per_worker"}
 # flags of the original search scripts with no counterpart here: what to use instead
 ORIGINAL_FLAGS = {
     "-pareto_init_checkpoint": "a run continues from its results store: pass -resume with the same -model_name",
@@ -103,6 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     for flag in ORIGINAL_FLAGS:
         p.add_argument(flag, nargs="?", action=_Refused, help=argparse.SUPPRESS)
     p.add_argument("-quiet", action="store_true")
+    add_backend_arguments(p)
     args = p.parse_args(argv)
     if args.completed_iter:
         p.error(f"-completed_iter {args.completed_iter}: a run continues from its results store: pass -resume with "
@@ -184,11 +186,12 @@ def main(argv=None):
     if space.family != args.family:
         raise UserError(f"-unit_corpus describes a {space.family} space, not {args.family}: pass -family "
                         f"{space.family}")
-    accuracy = accuracy_evaluator(args.family, args.acc_predictor, supernet_path=args.supernet_path,
-                                  imagenet_dir=args.imagenet_dir, batch_size=args.batch_size, device=args.device,
-                                  workers=args.num_workers)
-    cost = make_evaluator(args.metric, args.family, args.supernet_path, args.imagenet_dir, args.l1_dir,
-                          flag="-metric")
+    backend = backend_from_args(args)
+    accuracy = backend.evaluator(accuracy_evaluator, args.family, args.acc_predictor, supernet_path=args.supernet_path,
+                                 imagenet_dir=args.imagenet_dir, batch_size=args.batch_size, device=args.device,
+                                 workers=args.num_workers)
+    cost = backend.evaluator(make_evaluator, args.metric, args.family, args.supernet_path, args.imagenet_dir,
+                             args.l1_dir, flag="-metric")
     settings = run_settings(args, accuracy, cost)
     if args.resume and os.path.exists(settings_path):
         with open(settings_path) as f:
@@ -198,7 +201,7 @@ def main(argv=None):
                        args.mutation_depth, args.num_pareto_runs, args.seed,
                        tuple(args.hv_reference) if args.hv_reference else None)
 
-    with ResultsStore(args.db) as store:  # an unusable -db fails here, before anything is written
+    with backend, ResultsStore(args.db) as store:  # an unusable -db fails here, before anything is written
         os.makedirs(out, exist_ok=True)
         with open(settings_path + ".tmp", "w") as f:
             json.dump(settings, f, indent=1)
@@ -214,6 +217,7 @@ def main(argv=None):
                 f"objectives {accuracy.metric} (max), {cost.metric} (min); {vars(cfg)}")
             total = cfg.random_init_set_size + cfg.num_iterations * cfg.eval_budget
             with tqdm(total=total, unit="net", desc="search", disable=args.quiet) as bar:
+                backend.show_rates(bar)
                 state = run_search(space, ObjectiveCache(store, accuracy, cost, bar), cfg, log,
                                    on_iteration=lambda it, s: save_front(os.path.join(out, f"front_iter{it}.json"), s,
                                                                         metrics))
@@ -226,6 +230,8 @@ def main(argv=None):
             log("final Pareto front:\n" + "\n".join(table))
             plot = plot_search(state.points, state.iteration, state.front(), metrics, os.path.join(out, "pareto.png"))
             log(f"hypervolume per iteration: {[round(h, 6) for h in state.hypervolumes]}; wrote {out}/ ({plot})")
+            if backend.summary():
+                log(backend.summary())
     return state
 
 
