@@ -184,7 +184,7 @@ def main(argv=None):
         space = (SearchSpace.from_files(args.unit_corpus, resolution) if args.unit_corpus
                  else SearchSpace.full(args.family, resolution))
     if space.family != args.family:
-        raise UserError(f"-unit_corpus describes a {space.family} space, not {args.family}: pass -family "
+        raise UserError(f"-unit_corpus holds units of {space.family}, not {args.family}: pass -family "
                         f"{space.family}")
     backend = backend_from_args(args)
     accuracy = backend.evaluator(accuracy_evaluator, args.family, args.acc_predictor, supernet_path=args.supernet_path,
