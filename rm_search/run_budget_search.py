@@ -28,7 +28,6 @@ from evaluation.results_store import ResultsStore  # noqa: E402
 from iterators.errors import ArgumentParser, UserError, check_output_dir, reading, run_cli  # noqa: E402
 from iterators.runtime import reuse_freed_memory  # noqa: E402
 from iterators.search_space import FAMILIES, arch_from_json, describe, resolution_flag  # noqa: E402
-from models.baseline_plots import plot_budget_front  # noqa: E402
 from models.baselines import BilinearPredictor  # noqa: E402
 from models.checkpoints import load_predictor  # noqa: E402
 from models.latency_table import LatencyTable, LatencyTableError  # noqa: E402
@@ -188,6 +187,7 @@ def main(argv=None) -> list:
     rm_front = None
     if rm_points is not None:
         rm_front = rm_points[non_dominated_sort(rm_points, (1, -1))[0]]
+    from models.baseline_plots import plot_budget_front  # matplotlib only when plotting
     plot = plot_budget_front([(a.budget, a.latency, a.accuracy) for a in answers if a.arch], method,
                              (accuracy.metric, f"{args.metric} ({cost.unit})"),
                              os.path.join(out, "budget_search.png"), rm_points, rm_front)
