@@ -14,7 +14,6 @@ run resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 
@@ -24,8 +23,10 @@ from tqdm import tqdm
 
 from iterators.caches import CACHE_DIR, write_cache
 from iterators.encoding import encode_archs
+from evaluation.latency import reference_arch
 from evaluation.ofa_manager import build_subnet, count_flops_params, cpu_name, measure_latency
-from iterators.search_space import FAMILIES, PAPER_RESOLUTIONS, arch_from_json, make_arch, random_arch
+from iterators.measurement_log import MeasurementLog
+from iterators.search_space import PAPER_RESOLUTIONS, arch_from_json, random_arch
 from models.checkpoints import load_predictor
 
 UPSTREAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "upstream_l1", "l1_models")
@@ -45,44 +46,27 @@ def sample_archs(family: str, n: int, seed: int) -> list:
     return archs
 
 
-def reference_arch(family: str):
-    """A fixed mid-size subnet: every stage at depth 3 (PN's last at 1) of e4 k5 blocks, at resolution 192."""
-    fam = FAMILIES[family]
-    return make_arch([[fam.block_name(4, 5)] * (3 if 3 in d else d[0]) for d in fam.stage_depths], 192, family)
-
-
 def measure(family: str, n: int, seed: int, warmup: int, repeats: int, threads: int, out_dir: str) -> list[dict]:
     """Measure every sampled architecture, resuming from the partial file of an earlier run.
 
     Rows of an earlier run without a reference ratio keep their exact FLOPs and parameters; only latency is redone.
     """
-    partial = os.path.join(out_dir, f".{family}_measurements.partial.jsonl")
-    done = {}
-    if os.path.exists(partial):
-        with open(partial) as f:
-            for line in f:
-                if line.strip():
-                    row = json.loads(line)
-                    done[arch_from_json(row, family).key()] = row
     archs = sample_archs(family, n, seed)
     ref = reference_arch(family)
     reference = (build_subnet(ref), ref.resolution)
-    with open(partial, "a") as f:
+    with MeasurementLog(os.path.join(out_dir, f".{family}_measurements.partial.jsonl"), family) as log:
         for arch in tqdm(archs, desc=f"measure {family}", unit="arch"):
-            old = done.get(arch.key(), {})
+            old = log.get(arch) or {}
             if "latency_ratio" in old:
                 continue
             subnet = build_subnet(arch)
             flops, params = (old["flops"], old["n_params"]) if old else count_flops_params(subnet, arch.resolution)
             lat = measure_latency(subnet, arch.resolution, warmup=warmup, repeats=repeats, threads=threads,
                                   reference=reference)
-            row = {**arch.to_json(), "flops": flops, "n_params": params, "latency_cpu_raw": lat["median_ms"],
-                   "latency_cpu_iqr": lat["iqr_ms"], "latency_ratio": lat["ratio"],
-                   "ref_median_ms": lat["ref_median_ms"]}
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            done[arch.key()] = row
-    return [done[a.key()] for a in archs]
+            log.append(arch, {"flops": flops, "n_params": params, "latency_cpu_raw": lat["median_ms"],
+                              "latency_cpu_iqr": lat["iqr_ms"], "latency_ratio": lat["ratio"],
+                              "ref_median_ms": lat["ref_median_ms"]})
+    return [log.get(a) for a in archs]
 
 
 def main(argv=None) -> None:
