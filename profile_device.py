@@ -103,6 +103,13 @@ def check_name_free(l1_dir: str, family: str, name: str) -> None:
                         "choose another name")
 
 
+def sample(args) -> list:
+    try:
+        return spread_archs(args.family, args.n, args.seed, args.resolution)
+    except ValueError as err:
+        raise UserError(f"-n {args.n}: {err}") from None
+
+
 def measure_device(args) -> tuple[str, dict]:
     """Measure the sampled networks not yet in the device's cache; returns the cache path and what was done."""
     backend = make_backend(args.backend, args.threads, args.batch_size, args.cuda_device, args.ort_opt)
@@ -110,7 +117,7 @@ def measure_device(args) -> tuple[str, dict]:
     settings = {**backend.settings(), "paired": paired,
                 **({"reference": reference_arch(args.family).key()} if paired else {})}
     cache = DeviceCache(args.cache_dir, args.family, args.name, settings)
-    archs = spread_archs(args.family, args.n, args.seed, args.resolution)
+    archs = sample(args)
     todo = sum(a not in cache for a in archs)
     print(f"{backend.describe()}\n{args.n} sampled {args.family} networks at resolution(s) "
           f"{args.resolution[0]}-{args.resolution[-1]}: {args.n - todo} already in {cache.path}, {todo} to measure "
@@ -126,9 +133,9 @@ def measure_device(args) -> tuple[str, dict]:
     path = cache.fold(measured_metrics(paired, how), {"device": args.name, "backend": backend.describe()},
                       notes=f"Device profile {args.name!r}: subnets sampled over the whole latency range by "
                             "iterators/sampling.py; random weights (latency does not depend on them).")
-    per_net = done["seconds"] / max(done["measured"], 1)
-    print(f"measured {done['measured']} networks in {done['seconds']:.0f}s ({per_net:.2f} s per network); "
-          f"{cache.path} holds {len(cache)}")
+    per_net = done["seconds"] / done["measured"] if done["measured"] else None
+    print(f"measured {done['measured']} networks in {done['seconds']:.0f}s"
+          + (f" ({per_net:.2f} s per network)" if per_net else "") + f"; {cache.path} holds {len(cache)}")
     if done["stopped"] == "budget":
         print(f"-budget_s {args.budget_s:g} spent: training on the {len(cache)} networks measured")
     if done["stopped"] == "interrupted":
@@ -136,8 +143,11 @@ def measure_device(args) -> tuple[str, dict]:
         return path, {**done, "interrupted": True}
     report = {**done, "seconds_per_network": per_net, "backend": backend.describe(), "settings": settings}
     if args.recheck:
-        report["recheck"] = recheck(backend, cache, args.recheck, args.warmup, args.repeats, not args.quiet)
-        print("recheck of " + format_recheck(report["recheck"]))
+        try:
+            report["recheck"] = recheck(backend, cache, args.recheck, args.warmup, args.repeats, not args.quiet)
+            print("recheck of " + format_recheck(report["recheck"]))
+        except KeyboardInterrupt:
+            print("\nrecheck interrupted (the cache is complete): going on to training")
     return path, report
 
 
@@ -195,7 +205,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     reuse_freed_memory()
     if args.export_only:
-        archs = spread_archs(args.family, args.n, args.seed, args.resolution)
+        archs = sample(args)
         manifest = export_subnets(archs, args.export_only, args.batch_size, not args.quiet)
         print(f"wrote {len(archs)} ONNX subnets and {manifest}: measure each on the device (batch {args.batch_size}"
               f"), fill in {os.path.join(args.export_only, 'latencies.csv')}, then run\n  python profile_device.py "
@@ -236,10 +246,11 @@ def format_report(args, report: dict, installed: str) -> str:
     if "recheck" in report:
         lines.append("  repeat measurement of " + format_recheck(report["recheck"]))
     lines.append(f"  plot: {report['plot']}")
+    l1 = "" if os.path.abspath(args.l1_dir) == os.path.abspath(L1_DIR) else f" -l1_dir {args.l1_dir}"
     lines.append(f"  installed {installed}; use it as -m/-metric {args.name}{PREDICTED_SUFFIX}, e.g.\n"
-                 f"    python eval_topk_ofa.py -unit_corpus <units> -k 3 -m {args.name}{PREDICTED_SUFFIX}\n"
+                 f"    python eval_topk_ofa.py -unit_corpus <units> -k 3 -m {args.name}{PREDICTED_SUFFIX}{l1}\n"
                  f"    python rm_search/run_unit_pareto_search.py -family {args.family} -model_name <run> "
-                 f"-metric {args.name}{PREDICTED_SUFFIX} -acc_predictor <acc predictor>\n"
+                 f"-metric {args.name}{PREDICTED_SUFFIX}{l1} -acc_predictor <acc predictor>\n"
                  f"    python predict.py -chkpt {installed} -archs archs.json")
     return "\n".join(lines)
 
