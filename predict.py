@@ -15,14 +15,8 @@ import json
 import os
 import sys
 
-import onnx
-from tqdm import tqdm
-
-from iterators.onnx_ir import OnnxGraphError, graph_from_arch, graph_from_onnx, graphs_to_graphset, op_counts_text
-from iterators.runtime import reuse_freed_memory
+from iterators.runtime import add_threads_flag, configure
 from iterators.search_space import ArchError, arch_from_json
-from models.checkpoints import load_predictor
-from models.predictor import predict_archs, predict_graphs
 
 
 def main(argv=None) -> list[float]:
@@ -34,12 +28,17 @@ def main(argv=None) -> list[float]:
     p.add_argument("-graph_cache", default=".ofa_graph_cache",
                    help="onnx_ir predictors with -archs: where converted OFA subnets are kept")
     p.add_argument("-out", default=None, help="write the predictions here instead of stdout")
+    add_threads_flag(p)
     args = p.parse_args(argv)
-    reuse_freed_memory()
     if (args.archs is None) == (args.onnx is None):
         p.error("give either -archs or -onnx")
+    configure(args.threads)
+    # imported once the flags are known, so that --help and flag errors answer at once
+    from models.checkpoints import load_predictor
+    from models.predictor import predict_archs, predict_graphs
     model, config = load_predictor(args.chkpt)
     if args.onnx:
+        from iterators.onnx_ir import OnnxGraphError, graphs_to_graphset, op_counts_text
         if config.get("format") != "onnx_ir":
             p.error(f"-onnx needs an onnx_ir predictor; {args.chkpt} reads the {config.get('format')} format")
         if not os.path.isfile(args.onnx):
@@ -72,12 +71,18 @@ def main(argv=None) -> list[float]:
         archs.append(arch)
     if not onnx_ir:
         return _emit(predict_archs(model, archs), args.out, config)
+    from tqdm import tqdm
+
+    from iterators.onnx_ir import graph_from_arch, graphs_to_graphset
     graphs = [graph_from_arch(a, args.graph_cache)
               for a in tqdm(archs, desc="OFA subnets -> ONNX-IR", unit="arch", disable=len(archs) < 10)]
     return _emit(predict_graphs(model, graphs_to_graphset(graphs)), args.out, config)
 
 
 def onnx_graph_with_input_size(path: str, input_size: list[int] | None):
+    import onnx
+
+    from iterators.onnx_ir import OnnxGraphError, graph_from_onnx
     model = onnx.load(path)
     if input_size:
         dims = model.graph.input[0].type.tensor_type.shape.dim

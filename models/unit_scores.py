@@ -33,7 +33,7 @@ def score_units(model: Predictor, family: str, resolution: int = 224, norm: int 
         graphs = group_graphs(group, family, resolution)
         scores = []
         for idx, batch in graphs.batches(batch_size):
-            last = model.node_embeddings(batch, max_hop=group.hops)[group.hops][batch.last_node]
+            last = model.sink_embeddings(batch.x.view(batch.num_graphs, group.choices.shape[1], -1), group.hops)
             norms = torch.linalg.vector_norm(last, ord=norm, dim=-1)
             scores.append(model.shift_unit_scores(norms, group.unit - 1, group.hops))
             bar.update(len(idx))
