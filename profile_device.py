@@ -30,7 +30,7 @@ from evaluation.profiling import (TARGET, DeviceCache, export_subnets, import_la
                                   measured_metrics, read_latency_file, recheck)
 from iterators.caches import CACHE_DIR, load_cache
 from iterators.errors import UserError, run_cli
-from iterators.runtime import reuse_freed_memory
+from iterators.runtime import configure
 from iterators.sampling import spread_archs
 from iterators.search_space import FAMILIES, RESOLUTIONS, ArchError, validate_resolution
 from models.checkpoints import find_config, load_config, load_predictor
@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("-resolution", type=int, nargs="+", default=list(RESOLUTIONS),
                    help="input resolutions to sample from (default: OFA's elastic 128-224 in steps of 4)")
     p.add_argument("-batch_size", type=int, default=1, help="images per timed inference")
-    p.add_argument("-threads", type=int, default=1, help="intra-op threads of the CPU backends")
+    p.add_argument("-threads", type=int, default=1, help="threads of the CPU backends (intra-op) and of training")
     p.add_argument("-warmup", type=int, default=2, help="untimed runs per network")
     p.add_argument("-repeats", type=int, default=9, help="timed runs per network (each paired with the reference)")
     p.add_argument("-no_reference", action="store_true",
@@ -203,7 +203,7 @@ def install(chkpt: str, config: dict, l1_dir: str, name: str) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    reuse_freed_memory()
+    configure(args.threads)
     if args.export_only:
         archs = sample(args)
         manifest = export_subnets(archs, args.export_only, args.batch_size, not args.quiet)
@@ -223,7 +223,8 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     config = train_predictor.main(["-cache", cache_path, "-families", args.family, "-target", TARGET, "-tag",
                                    args.name, "-seed", str(args.seed), "-epochs_predictor", str(args.epochs_predictor),
-                                   "-out_dir", args.out_dir] + (["-quiet"] if args.quiet else []))
+                                   "-threads", str(args.threads), "-out_dir", args.out_dir]
+                                  + (["-quiet"] if args.quiet else []))
     chkpt = os.path.join(args.out_dir, "saved_models", config["chkpt"] + "_predictor.pt")
     held_out = evaluate_held_out(cache_path, chkpt, args.seed)
     plot = plot_predicted_vs_measured(
