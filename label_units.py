@@ -7,33 +7,29 @@ worst units of every stage and saves a plot of the score distribution per stage.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 
+from iterators.errors import ArgumentParser, check_output_dir, run_cli
 from iterators.runtime import add_threads_flag, configure
-from iterators.search_space import validate_resolution
-
-
-def describe(config) -> str:
-    parts = config if config and isinstance(config[0], list) else [config]
-    return " | ".join(" ".join(b.split("_", 1)[1] for b in part) for part in parts)
+from iterators.search_space import describe, resolution_flag
 
 
 def main(argv=None) -> str:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-chkpt", required=True, help="<name>_predictor.pt (the toolkit's or a published one)")
-    p.add_argument("-resolution", type=int, default=224)
+    p.add_argument("-resolution", type=resolution_flag, default=224)
     p.add_argument("-out_dir", default="units")
     p.add_argument("-top", type=int, default=10, help="units listed per stage, best and worst")
     p.add_argument("-quiet", action="store_true")
     add_threads_flag(p)
     args = p.parse_args(argv)
     configure(args.threads)
+    check_output_dir(args.out_dir, "-out_dir")
     from models.checkpoints import load_predictor  # after the flags: --help answers at once
     from models.unit_scores import score_units
-    resolution = validate_resolution(args.resolution)
+    resolution = args.resolution
     model, config = load_predictor(args.chkpt)
     if config.get("format", "custom") != "custom":
         p.error("units are scored with a predictor of the custom (sequence-graph) format")
@@ -63,4 +59,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -24,12 +24,13 @@ import time
 import numpy as np
 
 import train_predictor
-from evaluation.evaluators import L1_DIR, PREDICTED_SUFFIX, latency_predictors
+from evaluation.evaluators import PREDICTED_SUFFIX, latency_predictors
 from evaluation.latency import BACKENDS, ORT_OPT_LEVELS, make_backend, reference_arch
 from evaluation.profiling import (TARGET, DeviceCache, export_subnets, import_latencies, measure_archs,
                                   measured_metrics, read_latency_file, recheck)
-from iterators.caches import CACHE_DIR, load_cache
-from iterators.errors import UserError, run_cli
+from iterators.caches import load_cache
+from iterators.errors import ArgumentParser, UserError, check_output_dir, run_cli
+from iterators.paths import CACHE_DIR, L1_DIR
 from iterators.runtime import configure
 from iterators.sampling import spread_archs
 from iterators.search_space import FAMILIES, RESOLUTIONS, ArchError, validate_resolution
@@ -43,7 +44,7 @@ MIN_NETWORKS = 20  # fewer cannot be split into a training and a test set worth 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-family", default="ofa_mbv3", help=f"search space: {', '.join(FAMILIES)}")
     p.add_argument("-name", required=True, help="the device's name: the predictor becomes <name>_predicted")
     p.add_argument("-backend", default="torch-cpu", help=f"where to measure: {', '.join(BACKENDS)}")
@@ -75,8 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.family not in FAMILIES:
         raise UserError(f"-family {args.family}: unknown; choose one of {', '.join(FAMILIES)}")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", args.name):
-        raise UserError(f"-name {args.name!r}: use letters, digits, '_' and '-' (it names files and a metric)")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", args.name):
+        raise UserError(f"-name {args.name!r}: use lowercase letters, digits, '_' and '-' (it names files and the "
+                        f"metric <name>{PREDICTED_SUFFIX}, whose names are case-insensitive)")
     for flag in ("n", "epochs_predictor"):
         if getattr(args, flag) < 1:
             raise UserError(f"-{flag} {getattr(args, flag)}: must be at least 1")
@@ -88,6 +90,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.resolution = sorted({validate_resolution(r) for r in args.resolution})
     except ArchError as err:
         raise UserError(f"-resolution: {err}") from None
+    outputs = [("-export_only", args.export_only)] if args.export_only else [
+        ("-cache_dir", args.cache_dir), ("-l1_dir", args.l1_dir), ("-out_dir", args.out_dir)]
+    for flag, folder in outputs:  # before any measuring: a misspelt or read-only folder fails at once
+        check_output_dir(folder, flag)
     return args
 
 
@@ -97,7 +103,7 @@ def is_ours(chkpt: str) -> bool:
 
 def check_name_free(l1_dir: str, family: str, name: str) -> None:
     """Fail before any measuring when another predictor in ``l1_dir`` already answers to <name>_predicted."""
-    taken = latency_predictors(family, l1_dir).get(name)
+    taken = latency_predictors(family, l1_dir).get(name) if os.path.isdir(l1_dir) else None
     if taken and not is_ours(taken):
         raise UserError(f"-name {name}: {taken} already provides {name}{PREDICTED_SUFFIX} for {family}; "
                         "choose another name")

@@ -7,20 +7,21 @@ Writes evals/<name>_<k1-k2-...>_search_space.json: a list with, per unit, the ke
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 
+from iterators.errors import ArgumentParser, check_output_dir, run_cli
 from iterators.units import load_unit_corpus, top_k_units
 
 
 def main(argv=None) -> str:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-unit_corpus", required=True, help="a *_labeled_sgs.json written by label_units.py")
     p.add_argument("-k", type=int, nargs="+", required=True, help="one k for all units, or one per unit")
     p.add_argument("-out_dir", default="evals")
     args = p.parse_args(argv)
+    check_output_dir(args.out_dir, "-out_dir")
     corpus = load_unit_corpus(args.unit_corpus)
     try:
         space = top_k_units(corpus, args.k)
@@ -40,4 +41,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -18,6 +18,7 @@ from scipy import stats
 
 from iterators.caches import CACHE_DIR, cache_path, load_cache
 from iterators.encoding import encode_archs
+from iterators.errors import ArgumentParser, UserError, check_output_dir, run_cli
 from iterators.graphs import GraphSet
 from iterators.runtime import add_threads_flag, configure
 from iterators.targets import Target
@@ -28,11 +29,13 @@ from models.predictor import POOLS, TEST_METRICS, build_predictor
 from models.training import (fit, hop_norm_moments, predict_with_embeddings, regression_metrics, split_indices,
                              unit_target_moments)
 
+DEFAULT_FAMILY = "ofa_mbv3"
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-families", default="ofa_mbv3", help="cache family: reads cache/<families>_<format>_cache.*; "
-                   "onnx_ir takes several joined by '+', e.g. ofa_mbv3+ofa_pn")
+    p = ArgumentParser(__doc__)
+    p.add_argument("-families", default=None, help="cache family (default ofa_mbv3, or the family of -cache): reads "
+                   "cache/<families>_<format>_cache.*; onnx_ir takes several joined by '+', e.g. ofa_mbv3+ofa_pn")
     p.add_argument("-target", default="acc", help="expression over the cache's metrics, e.g. '(acc*100)/latency_gpu'")
     p.add_argument("-format", default="custom", choices=["custom", "onnx_ir"])
     p.add_argument("-cache", default=None, help="read this cache file instead (.jsonl.gz, .pkl or OFA-notation .json)")
@@ -62,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"-{name} must be at least 1")
     if args.batch_size < 2:
         p.error("-batch_size must be at least 2 (batch norm)")
-    if args.format == "custom" and "+" in args.families:
+    if args.format == "custom" and "+" in (args.families or ""):
         p.error("the custom format is family-specific: train on several families with -format onnx_ir")
     return args
 
@@ -80,13 +83,15 @@ class Dataset(NamedTuple):
 
 def load_dataset(args, target: Target) -> Dataset:
     if args.format == "custom":
-        path = args.cache or cache_path(args.families, "custom", args.cache_dir)
-        cache = load_cache(path)
+        path = args.cache or cache_path(args.families or DEFAULT_FAMILY, "custom", args.cache_dir)
+        cache = load_cache(path, args.families or (None if args.cache else DEFAULT_FAMILY))  # a header must agree
+        args.families = cache.family
         y, keep = target.evaluate(cache.entries, cache.metrics)
         archs = [a for a, k in zip(cache.archs, keep) if k]
         return Dataset(encode_archs(archs), y, [cache.family] * len(archs), archs, keep, path, cache.family)
+    args.families = args.families or DEFAULT_FAMILY
     if args.cache and "+" in args.families:
-        raise SystemExit("-cache names one file: use -cache_dir to train on several families")
+        raise UserError("-cache names one file: use -cache_dir to train on several families")
     from iterators.onnx_ir import graphs_to_graphset, load_graph_cache
     graphs, entries, families = [], [], []
     for family in args.families.split("+"):
@@ -123,6 +128,7 @@ def format_report(metrics: dict, hop_srcc: list[float], readout: dict, hop_momen
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    check_output_dir(args.out_dir, "-out_dir")  # before the training, not after it
     configure(args.threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -132,7 +138,8 @@ def main(argv=None) -> dict:
     print(f"{source}: {len(keep)} networks of {family}; target {args.target!r} on {len(y)}"
           + (f", {int((~keep).sum())} skipped for a missing or non-finite metric" if (~keep).any() else ""))
     if len(y) < 20:
-        raise SystemExit(f"only {len(y)} networks have the target: too few to train and test on")
+        raise UserError(f"-target {args.target!r}: only {len(y)} networks of {source} have it: too few to train and "
+                        f"test on")
 
     train_idx, test_idx = split_indices(len(y), args.seed)
     config = {**vars(args), "family": family, "cache": os.path.basename(source)}
@@ -195,4 +202,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -8,7 +8,6 @@ OFA subnet to ONNX takes far longer and is done once per architecture (cached on
 """
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import sys
@@ -17,12 +16,13 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from iterators.errors import ArgumentParser, run_cli  # noqa: E402
 from iterators.onnx_ir import graphs_to_graphset, load_graph_cache  # noqa: E402
+from iterators.paths import CACHE_DIR  # noqa: E402
 from iterators.runtime import reuse_freed_memory  # noqa: E402
 from iterators.search_space import random_arch  # noqa: E402
 from models.predictor import build_predictor, predict_archs, predict_graphs  # noqa: E402
 
-CACHE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cache")
 
 PREDICTORS = {  # name -> training config
     "default (GATv2Conv, dim 32)": {"gnn_type": "GATv2Conv", "gnn_dim": 32, "aggr_method": "mean"},
@@ -31,7 +31,7 @@ PREDICTORS = {  # name -> training config
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-n", type=int, default=20000)
     p.add_argument("-threads", type=int, default=torch.get_num_threads())
     p.add_argument("-repeats", type=int, default=3)
@@ -66,4 +66,4 @@ def _timed(fn, *a) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

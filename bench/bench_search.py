@@ -10,7 +10,6 @@ share one hypervolume reference point: the worst accuracy and cost of a 2,000-ne
 """
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import sys
@@ -21,8 +20,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tqdm import tqdm  # noqa: E402
 
-from evaluation.evaluators import L1_DIR, make_evaluator, predictor_evaluator  # noqa: E402
+from evaluation.evaluators import L1_DIR, accuracy_evaluator, make_evaluator  # noqa: E402
 from evaluation.results_store import ResultsStore  # noqa: E402
+from iterators.errors import ArgumentParser, run_cli  # noqa: E402
 from iterators.runtime import reuse_freed_memory  # noqa: E402
 from iterators.units import top_k_units  # noqa: E402
 from models.checkpoints import load_predictor  # noqa: E402
@@ -32,7 +32,7 @@ from rm_search.space import SearchSpace, UnitCandidates  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-family", default="ofa_mbv3")
     p.add_argument("-acc_predictor", required=True)
     p.add_argument("-unit_predictor", default=None,
@@ -51,7 +51,7 @@ def main() -> None:
     reduced = SearchSpace(args.family, [UnitCandidates(args.family, u, [x["config"] for x in c])
                                         for u, c in enumerate(top, start=1)], args.resolution)
     full = SearchSpace.full(args.family, args.resolution)
-    accuracy = predictor_evaluator("acc_pred", args.acc_predictor, "", True)
+    accuracy = accuracy_evaluator(args.family, args.acc_predictor)
     cost = make_evaluator(args.metric, args.family, l1_dir=args.l1_dir)
     budget = SearchConfig()
     n_evals = budget.random_init_set_size + budget.num_iterations * budget.eval_budget
@@ -86,4 +86,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

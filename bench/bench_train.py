@@ -30,12 +30,14 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from iterators.errors import ArgumentParser, run_cli  # noqa: E402
+
 HELP = os.path.join(os.path.dirname(REPO), "shared", "HELP", "ofa_mbv3_gpu_latency.json")
 TARGET = "latency_2080ti_64"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-epochs", type=int, default=200)
     p.add_argument("-n", type=int, default=3000, help="architectures taken from the HELP file")
     p.add_argument("-seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -239,4 +241,4 @@ def neighbour_table(args) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

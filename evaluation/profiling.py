@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from evaluation.latency import ONNX_OPSET, LatencyBackend, export_onnx, measure, reference_arch
 from evaluation.ofa_manager import build_subnet, count_flops_params
-from iterators.caches import CacheError, load_cache, write_cache
-from iterators.errors import UserError
+from iterators.caches import load_cache, write_cache
+from iterators.errors import UserError, reading
 from iterators.measurement_log import MeasurementLog
 from iterators.search_space import Arch, ArchError, arch_from_json, from_ofa
 
@@ -54,10 +54,7 @@ class DeviceCache:
         self.rows: dict[str, dict] = {}
         self.header: dict = {}
         if os.path.exists(self.path):
-            try:
-                cache = load_cache(self.path)
-            except (CacheError, OSError, ValueError) as err:
-                raise UserError(f"{self.path}: cannot be read ({err}); move it away to measure afresh") from None
+            cache = load_cache(self.path)
             self.header = cache.header
             if cache.family != family or cache.header.get("settings") != settings:
                 raise UserError(f"{self.path} holds {cache.family} measurements made with "
@@ -255,7 +252,7 @@ def read_latency_file(path: str, family: str, manifest_path: str | None = None) 
     """
     if not os.path.isfile(path):
         raise UserError(f"-import {path}: no such file")
-    try:
+    with reading(path, "latency file (CSV with a header line, or JSON)"):
         if path.lower().endswith(".json"):
             with open(path) as f:
                 rows = json.load(f)
@@ -265,8 +262,6 @@ def read_latency_file(path: str, family: str, manifest_path: str | None = None) 
         else:
             with open(path, newline="") as f:
                 rows = list(csv.DictReader(f))
-    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as err:
-        raise UserError(f"-import {path}: cannot be parsed ({err}); give a CSV with a header line or a JSON list")
     if not rows:
         raise UserError(f"-import {path}: no rows")
     columns = set().union(*rows)
@@ -305,12 +300,9 @@ def _manifest_archs(manifest_path: str, family: str) -> dict[str, Arch]:
     if not os.path.isfile(manifest_path):
         raise UserError(f"{manifest_path}: no manifest; rows that name a file need the {MANIFEST} that "
                         "-export_only wrote (pass -manifest when it is not beside the imported file)")
-    with open(manifest_path) as f:
-        manifest = json.load(f)
-    try:
-        return {e["file"]: arch_from_json(e, family) for e in manifest["networks"]}
-    except (KeyError, TypeError, ArchError) as err:
-        raise UserError(f"{manifest_path}: not a manifest of {family} networks ({err})") from None
+    with reading(manifest_path, f"-export_only manifest of {family} networks"):
+        with open(manifest_path) as f:
+            return {e["file"]: arch_from_json(e, family) for e in json.load(f)["networks"]}
 
 
 def import_latencies(cache: DeviceCache, measured: list[tuple[Arch, float]]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-from iterators.errors import UserError
+from iterators.errors import UserError, reading, warn
 from iterators.search_space import Arch, ArchError, arch_from_json
 
 
@@ -25,28 +25,31 @@ class MeasurementLog:
             self._read()
 
     def _read(self) -> None:
-        with open(self.path, "rb") as f:
-            data = f.read()
-        lines = data.split(b"\n")
-        if lines[-1]:  # no newline at the end: the last line was torn by a kill while it was written; drop it
-            os.truncate(self.path, len(data) - len(lines[-1]))
-        for line_no, line in enumerate(lines[:-1], start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{self.path}:{line_no}: not a JSON line; delete the file to measure afresh") from None
-            if "settings" in row and "config" not in row:
-                if self.settings is not None and row["settings"] != self.settings:
-                    raise UserError(f"{self.path}: its measurements were made with {row['settings']}, this run uses "
-                                    f"{self.settings}; finish it with the same settings or delete the file")
-                continue
-            try:
-                arch = arch_from_json(row, self.family)
-            except ArchError as err:
-                raise UserError(f"{self.path}:{line_no}: {err}") from None
-            self.rows[arch.key()] = row
+        fix = "delete it to measure everything again"
+        with reading(self.path, "measurement log", fix):
+            with open(self.path, "rb") as f:
+                data = f.read()
+            lines = data.split(b"\n")
+            if lines[-1]:  # no newline at the end: written in part when the run was killed; measured again
+                warn(f"{self.path}: its last line was cut off by an interruption; it is measured again")
+                os.truncate(self.path, len(data) - len(lines[-1]))
+            for line_no, line in enumerate(lines[:-1], start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    raise UserError(f"{self.path}:{line_no}: not a JSON line; {fix}") from None
+                if "settings" in row and "config" not in row:
+                    if self.settings is not None and row["settings"] != self.settings:
+                        raise UserError(f"{self.path}: its measurements were made with {row['settings']}, this run "
+                                        f"uses {self.settings}; finish it with the same settings or delete the file")
+                    continue
+                try:
+                    arch = arch_from_json(row, self.family)
+                except ArchError as err:
+                    raise UserError(f"{self.path}:{line_no}: {err}; {fix}") from None
+                self.rows[arch.key()] = row
 
     def __contains__(self, arch: Arch) -> bool:
         return arch.key() in self.rows

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
+
+from iterators.errors import UserError
 
 # Containers and scalars that plain-data pickles are made of; nothing here can run code when rebuilt.
 BUILTINS = frozenset({"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float",
                       "bool", "complex", "NoneType", "object"})
 
 
-class RefusedPickle(pickle.UnpicklingError):
-    """The pickle names a class that is not on the allow-list."""
+class RefusedPickle(UserError, pickle.UnpicklingError):
+    """The pickle names a class that is not on the allow-list (a user's file: one line, exit code 2)."""
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -34,4 +37,7 @@ def restricted_load(path_or_bytes, allowed: dict[tuple[str, str], type] | None =
     if isinstance(path_or_bytes, (bytes, bytearray)):
         return RestrictedUnpickler(io.BytesIO(path_or_bytes), allowed).load()
     with open(path_or_bytes, "rb") as f:
-        return RestrictedUnpickler(f, allowed).load()
+        try:
+            return RestrictedUnpickler(f, allowed).load()
+        except RefusedPickle as err:
+            raise RefusedPickle(f"{os.fspath(path_or_bytes)}: {err}") from None

@@ -6,14 +6,18 @@ A unit of family F at position u (1-based, as in the paper's files) is a block s
 """
 from __future__ import annotations
 
+import heapq
 import itertools
 import json
+import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from iterators.encoding import N_FEATURES, block_type_index, resolution_feature
+from iterators.errors import UserError, reading
 from iterators.graphs import GraphSet
 from iterators.search_space import EXPANSIONS, FAMILIES, KERNELS, Arch, ArchError, Family, make_arch, parse_block
 
@@ -119,10 +123,15 @@ def split_into_units(arch: Arch) -> list:
 
 def load_unit_corpus(path: str) -> list[dict]:
     """A label_units.py output: a list of {"unit", "config", "hops", "score"}."""
-    with open(path) as f:
-        corpus = json.load(f)
-    if not isinstance(corpus, list) or not corpus or not {"unit", "config", "score"} <= set(corpus[0]):
-        raise ValueError(f"{path}: expected a list of {{unit, config, hops, score}} (label_units.py output)")
+    fix = "give a *_labeled_sgs.json written by label_units.py"
+    with reading(path, "unit corpus", fix):
+        with open(path) as f:
+            corpus = json.load(f)
+        if not isinstance(corpus, list) or not corpus or not all(
+                isinstance(u, dict) and {"unit", "config", "score"} <= set(u) and isinstance(u["unit"], int)
+                and isinstance(u["score"], (int, float)) and math.isfinite(u["score"]) for u in corpus):
+            raise UserError(f"{path}: expected a list of {{unit, config, hops, score}} with integer units and "
+                            f"finite scores; {fix}")
     return corpus
 
 
@@ -149,13 +158,103 @@ def corpus_family(corpus_or_space) -> str:
     raise ArchError(f"no family uses {block!r}")
 
 
-def rank_networks(scores_per_unit: list[list[float]], seed: int | None = None) -> np.ndarray:
-    """Every combination of one unit per position, as rows of unit indices ([n_networks, n_units]).
+SORT_ALL_UP_TO = 1 << 22  # spaces up to this many networks are ranked by one vectorised sort, larger ones lazily
+FEISTEL_ROUNDS = 6
 
-    Ordered by summed unit score, best first (ties in lexicographic order), or shuffled with ``seed``.
+
+def rank_networks(scores_per_unit: list[list[float]], seed: int | None = None, start: int = 0,
+                  stop: int | None = None) -> np.ndarray:
+    """Rows ``start .. stop-1`` of the ranking of every network (one unit per position), as unit indices
+    ``[stop - start, n_units]``; only that slice is built, whatever the size of the space.
+
+    Ranked by summed unit score, best first; ties in lexicographic order of the units' ranks within their position
+    (their list order when each list is sorted best first). With ``seed`` (>= 0) the networks are shuffled instead,
+    by a seeded pseudo-random permutation evaluated at the slice's positions only.
     """
-    grids = np.indices([len(s) for s in scores_per_unit]).reshape(len(scores_per_unit), -1).T
+    sizes = [len(s) for s in scores_per_unit]
+    total = math.prod(sizes)
+    stop = total if stop is None else min(stop, total)
+    if start < 0 or stop < 0:
+        raise ValueError(f"the slice [{start}, {stop}) must not be negative")
+    if start >= stop:
+        return np.zeros((0, len(sizes)), dtype=np.int64)
     if seed is not None:
-        return grids[np.random.RandomState(seed).permutation(len(grids))]
-    summed = sum(np.asarray(s)[grids[:, u]] for u, s in enumerate(scores_per_unit))
-    return grids[np.argsort(-summed, kind="stable")]
+        return _decode(_permute(np.arange(start, stop, dtype=np.uint64), total, seed), sizes)
+    # work on each position's units sorted best first; map back to the caller's indices at the end
+    by_rank = [np.argsort(-np.asarray(s, dtype=np.float64), kind="stable") for s in scores_per_unit]
+    sorted_scores = [np.asarray(s, dtype=np.float64)[r] for s, r in zip(scores_per_unit, by_rank)]
+    if total <= SORT_ALL_UP_TO:
+        summed = np.zeros(sizes)
+        for u, s in enumerate(sorted_scores):
+            summed = summed + s.reshape([-1 if v == u else 1 for v in range(len(sizes))])
+        flat = np.argsort(-summed.ravel(), kind="stable")[start:stop]
+        ranks = np.stack(np.unravel_index(flat, sizes), axis=1)
+    else:
+        ranks = np.array(list(itertools.islice(_best_first(sorted_scores), start, stop)), dtype=np.int64)
+    return np.stack([by_rank[u][ranks[:, u]] for u in range(len(sizes))], axis=1)
+
+
+def _best_first(sorted_scores: list[np.ndarray]) -> Iterator[tuple[int, ...]]:
+    """Every combination of ranks (each position's scores sorted best first) in order of summed score, best first,
+    ties in lexicographic order: a best-first walk in which each combination has exactly one parent (its last
+    non-zero rank lowered by one), so no visited set is needed and the heap holds O(popped x positions) entries."""
+    sizes = [len(s) for s in sorted_scores]
+    weights = [math.prod(sizes[u + 1:]) for u in range(len(sizes))]  # mixed radix: flat index = lexicographic order
+    lists = [s.tolist() for s in sorted_scores]
+
+    def entry(ranks: tuple[int, ...], last: int):
+        summed = 0.0
+        for s, r in zip(lists, ranks):  # same order of additions as the vectorised sort: bit-identical sums
+            summed = summed + s[r]
+        return -summed, sum(w * r for w, r in zip(weights, ranks)), last, ranks
+
+    heap = [entry((0,) * len(sizes), 0)]
+    while heap:
+        _, _, last, ranks = heapq.heappop(heap)
+        yield ranks
+        for u in range(last, len(sizes)):
+            if ranks[u] + 1 < sizes[u]:
+                heapq.heappush(heap, entry(ranks[:u] + (ranks[u] + 1,) + ranks[u + 1:], u))
+
+
+def _permute(positions: np.ndarray, total: int, seed: int) -> np.ndarray:
+    """A seeded pseudo-random bijection of [0, total) evaluated at ``positions``: a balanced Feistel network over the
+    smallest even number of bits that covers ``total``, cycle-walked back into range."""
+    if total > 1 << 64:
+        raise ValueError(f"{total} networks are too many to shuffle (at most 2^64)")
+    bits = max(2, (total - 1).bit_length())
+    half = (bits + 1) // 2
+    mask = np.uint64((1 << half) - 1)
+    keys = np.random.SeedSequence(seed).generate_state(FEISTEL_ROUNDS, dtype=np.uint64)
+
+    def feistel(x: np.ndarray) -> np.ndarray:
+        left, right = x >> np.uint64(half), x & mask
+        for key in keys:
+            left, right = right, left ^ (_mix(right ^ key) & mask)
+        return (left << np.uint64(half)) | right
+
+    out = feistel(positions)
+    outside = out >= np.uint64(total) if total < 1 << 64 else np.zeros(len(out), dtype=bool)
+    while outside.any():
+        out[outside] = feistel(out[outside])
+        outside = out >= np.uint64(total)
+    return out
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a fast 64-bit hash (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _decode(flat: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """Flat lexicographic indices -> per-position indices [n, positions]."""
+    out = np.empty((len(flat), len(sizes)), dtype=np.int64)
+    rest = flat.copy()
+    for u in range(len(sizes) - 1, -1, -1):
+        out[:, u] = (rest % np.uint64(sizes[u])).astype(np.int64)
+        rest //= np.uint64(sizes[u])
+    return out

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from iterators.errors import UserError
 from iterators.search_space import FAMILIES
 from iterators.units import group_graphs, unit_groups
 from models.predictor import Predictor
@@ -22,7 +23,7 @@ def score_units(model: Predictor, family: str, resolution: int = 224, norm: int 
     groups = unit_groups(family)
     deepest = max(g.hops for g in groups)
     if model.num_hops - 1 < deepest:
-        raise ValueError(f"{family} units need embeddings up to hop {deepest}; this predictor has "
+        raise UserError(f"{family} units need embeddings up to hop {deepest}; this predictor has "
                          f"{model.num_hops - 1} layers (train it with -num_layers {deepest} or more)")
     model.eval()
     fam = FAMILIES[family]

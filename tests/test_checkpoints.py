@@ -9,6 +9,7 @@ import torch
 import predict
 from conftest import UPSTREAM, upstream_checkpoint
 from iterators.encoding import encode_archs
+from iterators.errors import run_cli
 from iterators.safe_pickle import RefusedPickle
 from iterators.search_space import arch_from_json
 from models.checkpoints import find_config, load_predictor, save_predictor
@@ -50,7 +51,7 @@ def test_predict_cli_rejects_an_arch_of_another_family(reference, tmp_path, caps
     archs = tmp_path / "archs.json"
     archs.write_text(json.dumps([reference["ofa_pn"][0]]))
     with pytest.raises(SystemExit):
-        predict.main(["-chkpt", upstream_checkpoint("ofa_mbv3", "acc"), "-archs", str(archs)])
+        run_cli(predict.main, ["-chkpt", upstream_checkpoint("ofa_mbv3", "acc"), "-archs", str(archs)])
     assert "architecture 0: OFA-MobileNetV3 (w1.2) has 5 stages, the config has 6" in capsys.readouterr().err
 
 
