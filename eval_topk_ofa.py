@@ -20,7 +20,7 @@ from evaluation.backends import add_backend_arguments, backend_from_args
 from evaluation.evaluators import L1_DIR, evaluate_missing, make_evaluator
 from evaluation.results_store import EXPORT_SUFFIXES, ResultsStore
 from iterators.errors import ArgumentParser, UserError, check_output_file, reading, run_cli
-from iterators.runtime import reuse_freed_memory
+from iterators.runtime import configure
 from iterators.search_space import describe, resolution_flag
 from iterators.units import assemble, corpus_family, load_unit_corpus, rank_networks, top_k_units, unit_stages
 
@@ -53,7 +53,7 @@ def parse_args(argv=None):
                    "available, else cpu")
     p.add_argument("-num_workers", type=int, default=None, help="ImageNet data-loader workers for -m acc "
                    "(default: one per core, at most 8)")
-    p.add_argument("-threads", type=int, default=1, help="torch threads for CPU latency")
+    p.add_argument("-threads", type=int, default=1, help="torch threads (CPU latency, predicted metrics)")
     p.add_argument("-l1_dir", default=L1_DIR, help="folder of latency predictors for <device>_predicted")
     p.add_argument("-quiet", action="store_true")
     add_backend_arguments(p)
@@ -73,7 +73,7 @@ def parse_args(argv=None):
 def main(argv=None) -> list[tuple]:
     """Returns one (arch, summed unit score, {metric: value or None}) per network of the slice."""
     args = parse_args(argv)
-    reuse_freed_memory()
+    configure(args.threads)
     resolution = args.res
     if not args.no_eval:  # output paths first: a bad one must not cost an evaluation
         check_output_file(args.db, "-db")

@@ -23,7 +23,7 @@ from tqdm import tqdm  # noqa: E402
 from evaluation.evaluators import L1_DIR, accuracy_evaluator, make_evaluator  # noqa: E402
 from evaluation.results_store import ResultsStore  # noqa: E402
 from iterators.errors import ArgumentParser, run_cli  # noqa: E402
-from iterators.runtime import reuse_freed_memory  # noqa: E402
+from iterators.runtime import add_threads_flag, configure  # noqa: E402
 from iterators.units import top_k_units  # noqa: E402
 from models.checkpoints import load_predictor  # noqa: E402
 from models.unit_scores import score_units  # noqa: E402
@@ -42,8 +42,9 @@ def main() -> None:
     p.add_argument("-k", type=int, default=3)
     p.add_argument("-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("-resolution", type=int, default=224)
+    add_threads_flag(p)
     args = p.parse_args()
-    reuse_freed_memory()
+    configure(args.threads)
 
     model, config = load_predictor(args.unit_predictor or args.acc_predictor)
     units = score_units(model, args.family, args.resolution, config.get("norm", 1), progress=False)

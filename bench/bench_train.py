@@ -1,6 +1,6 @@
 """Training speed and quality: this toolkit against the original AutoBuild computation, on one machine, interleaved.
 
-    python bench/bench_train.py [-epochs 200] [-seeds 0 1 2] [-threads 1] [-neighbour_epochs 20]
+    python bench/bench_train.py [-epochs 200] [-seeds 0 1 2] [-threads 1] [-reference_threads 1]
 
 Both sides train the paper's default predictor (GATv2Conv, dim 32, 4 layers, mean pooling, batch 128, lr 1e-4) on
 the first 3,000 OFA-MBv3 architectures of ../shared/HELP (target: measured RTX 2080 Ti latency at batch 64) with the
@@ -9,8 +9,10 @@ same split, the same initial weights and the same ranking loss:
 - toolkit: ``train_predictor.py`` as a user runs it (the scatter-free chain path, the folded FE-MLP, one pooling and
   one soft-rank call for all hops, the flat AdamW);
 - reference: the original's computation, rebuilt here from torch_geometric so that anyone can rerun it without the
-  original code: torch_geometric's GATv2Conv layers, per-category embeddings followed by linear maps, one pooling
-  and one soft-rank call per hop, torch.optim.AdamW with clip_grad_norm_; batches from the same GraphSet.
+  original code: one ``Data`` per architecture batched by torch_geometric's DataLoader, its GATv2Conv layers,
+  per-category embeddings followed by linear maps, one pooling and one soft-rank call per hop, torch.optim.AdamW
+  with clip_grad_norm_; at -reference_threads torch threads (default 1, as the toolkit; the original ran with
+  torch's default, one per core).
 
 Every run is a fresh process (its start-up and peak memory are its own); runs alternate reference, toolkit, ... and
 the table gives medians and their ratio. A second table times a few epochs of the toolkit at 1 and 2 threads with
@@ -19,6 +21,7 @@ and without a busy neighbour process pinned to one core.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -41,7 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("-epochs", type=int, default=200)
     p.add_argument("-n", type=int, default=3000, help="architectures taken from the HELP file")
     p.add_argument("-seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("-threads", type=int, default=1, help="torch threads of the main comparison")
+    p.add_argument("-threads", type=int, default=1, help="torch threads of the toolkit's runs")
+    p.add_argument("-reference_threads", type=int, default=1, help="torch threads of the reference runs (the "
+                   "original ran with torch's default: one per core)")
     p.add_argument("-batch_size", type=int, default=128)
     p.add_argument("-lr", type=float, default=1e-4)
     p.add_argument("-neighbour_epochs", type=int, default=20, help="epochs per run of the busy-neighbour table "
@@ -49,6 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("-run", choices=["toolkit", "reference"], default=None, help=argparse.SUPPRESS)
     p.add_argument("-seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("-spawned", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("-cache", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -56,7 +62,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run_toolkit(args, marks: dict) -> dict:
     import train_predictor
-    from iterators.caches import load_cache, write_cache
 
     real_fit = train_predictor.fit
 
@@ -65,12 +70,9 @@ def run_toolkit(args, marks: dict) -> dict:
         return real_fit(*a, **k)
 
     train_predictor.fit = timed_fit
-    cache = load_cache(HELP)
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "bench.jsonl.gz")
-        write_cache(path, cache.family, cache.archs[:args.n], cache.entries[:args.n], cache.header["metrics"])
         config = train_predictor.main(
-            ["-cache", path, "-target", TARGET, "-epochs_predictor", str(args.epochs), "-batch_size",
+            ["-cache", args.cache, "-target", TARGET, "-epochs_predictor", str(args.epochs), "-batch_size",
              str(args.batch_size), "-lr", str(args.lr), "-seed", str(args.seed), "-threads", str(args.threads),
              "-out_dir", tmp, "-quiet"])
     res = config["results"]
@@ -82,6 +84,8 @@ def run_reference(args, marks: dict) -> dict:
     import torch
     import torch_geometric.nn as pyg
     from scipy import stats
+    from torch_geometric.data import Batch, Data
+    from torch_geometric.loader import DataLoader
 
     from iterators.caches import load_cache
     from iterators.encoding import encode_archs
@@ -94,10 +98,15 @@ def run_reference(args, marks: dict) -> dict:
     configure(args.threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    cache = load_cache(HELP)
-    y, keep = Target(TARGET).evaluate(cache.entries[:args.n], cache.metrics)
-    archs = [a for a, k in zip(cache.archs[:args.n], keep) if k]
+    cache = load_cache(args.cache)
+    y, keep = Target(TARGET).evaluate(cache.entries, cache.metrics)
+    archs = [a for a, k in zip(cache.archs, keep) if k]
     graphs = encode_archs(archs)
+    data = []
+    for g in range(len(archs)):
+        start, stop = int(graphs.node_ptr[g]), int(graphs.node_ptr[g + 1])
+        src = torch.arange(stop - start - 1)
+        data.append(Data(x=graphs.x[start:stop], edge_index=torch.stack([src, src + 1])))
     train_idx, test_idx = split_indices(len(y), args.seed)
     model = build_predictor({"family": "ofa_mbv3", "gnn_type": "GATv2Conv", "gnn_dim": 32, "num_layers": 4,
                              "aggr_method": "mean"})  # the toolkit's modules: the same initial weights
@@ -121,19 +130,19 @@ def run_reference(args, marks: dict) -> dict:
         return model.regressor(model.head_activation(model.head(pooled[-1]))).squeeze(1), pooled
 
     optim = torch.optim.AdamW(parts.parameters(), lr=args.lr, weight_decay=1e-5, fused=True)
-    gen = torch.Generator().manual_seed(args.seed)
-    train = torch.as_tensor(train_idx)
+    for i in train_idx:
+        data[i].y = y_std[i:i + 1]
+    loader = DataLoader([data[i] for i in train_idx], batch_size=args.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(args.seed))
     marks["first_epoch"] = time.time()
     start = time.perf_counter()
     parts.train()
     for _ in range(args.epochs):
-        order = train[torch.randperm(len(train), generator=gen)]
-        for s in range(0, len(order), args.batch_size):
-            idx = order[s:s + args.batch_size]
-            if len(idx) < 2:
+        for batch in loader:
+            if batch.num_graphs < 2:
                 continue
-            pred, pooled = forward(graphs.batch(idx))
-            target = y_std[idx]
+            pred, pooled = forward(batch)
+            target = batch.y
             loss = torch.nn.functional.mse_loss(pred, target) + sum(
                 1 - soft_spearman(target, torch.linalg.vector_norm(g, ord=1, dim=-1)) for g in pooled) / len(pooled)
             optim.zero_grad(set_to_none=True)
@@ -144,7 +153,7 @@ def run_reference(args, marks: dict) -> dict:
     seconds = time.perf_counter() - start
     parts.eval()
     with torch.no_grad():
-        pred = forward(graphs.batch(torch.as_tensor(test_idx)))[0].numpy() * std + mean
+        pred = forward(Batch.from_data_list([data[i] for i in test_idx]))[0].numpy() * std + mean
     return {"s_per_epoch": seconds / args.epochs, "spearman": float(stats.spearmanr(y[test_idx], pred).statistic)}
 
 
@@ -160,7 +169,7 @@ def child(args) -> None:
 
 def spawn(args, run: str, seed: int, threads: int, epochs: int) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "-run", run, "-seed", str(seed), "-threads", str(threads),
-           "-epochs", str(epochs), "-n", str(args.n), "-batch_size", str(args.batch_size), "-lr", str(args.lr),
+           "-epochs", str(epochs), "-cache", args.cache, "-batch_size", str(args.batch_size), "-lr", str(args.lr),
            "-spawned", repr(time.time())]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
@@ -173,7 +182,8 @@ class BusyNeighbour:
     """A process spinning on core 0 for the duration of a ``with`` block."""
 
     def __enter__(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", "import os\nos.sched_setaffinity(0, {0})\nwhile True: pass"])
+        spin = "import os\nos.sched_setaffinity(0, {0})\nwhile True: pass"
+        self.proc = subprocess.Popen([sys.executable, "-c", spin])
         time.sleep(0.5)
         return self
 
@@ -196,12 +206,24 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.run:
         return child(args)
+    from iterators.caches import load_cache, write_cache
+
+    with tempfile.TemporaryDirectory() as tmp:  # the first n HELP architectures, read by every run
+        cache = load_cache(HELP)
+        args.cache = os.path.join(tmp, "help.jsonl.gz")
+        write_cache(args.cache, cache.family, cache.archs[:args.n], cache.entries[:args.n], cache.header["metrics"])
+        compare(args)
+
+
+def compare(args) -> None:
     print(f"{args.n} HELP architectures, target {TARGET}, {args.epochs} epochs, batch {args.batch_size}, "
-          f"lr {args.lr}, {args.threads} thread(s), seeds {args.seeds}; runs interleaved")
+          f"lr {args.lr}, seeds {args.seeds}, threads {args.reference_threads} (reference) and {args.threads} "
+          f"(toolkit); runs interleaved")
     runs: dict[str, list[dict]] = {"reference": [], "toolkit": []}
     for seed in args.seeds:
         for run in ("reference", "toolkit"):
-            runs[run].append(spawn(args, run, seed, args.threads, args.epochs))
+            threads = args.reference_threads if run == "reference" else args.threads
+            runs[run].append(spawn(args, run, seed, threads, args.epochs))
             print(f"  seed {seed} {run:<9}: {json.dumps(runs[run][-1])}", flush=True)
     ref, new = runs["reference"], runs["toolkit"]
     rows = [("training, s/epoch (median)", f"{med(ref, 's_per_epoch'):.3f}", f"{med(new, 's_per_epoch'):.3f}",
@@ -226,10 +248,7 @@ def neighbour_table(args) -> None:
     for _ in range(2):
         for threads in (1, 2):
             for busy in (False, True):
-                if busy:
-                    with BusyNeighbour():
-                        r = spawn(args, "toolkit", 0, threads, args.neighbour_epochs)
-                else:
+                with BusyNeighbour() if busy else contextlib.nullcontext():
                     r = spawn(args, "toolkit", 0, threads, args.neighbour_epochs)
                 times.setdefault((threads, busy), []).append(r["s_per_epoch"])
     print(f"\ntoolkit, {args.neighbour_epochs} epochs per run, medians of 2 interleaved runs\n")

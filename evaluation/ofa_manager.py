@@ -19,6 +19,7 @@ from torch import nn
 from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3, OFAProxylessNASNets
 
 from iterators.errors import MissingFileError, UserError, reading
+from iterators.safe_pickle import load_tensors
 from iterators.search_space import EXPANSIONS, KERNELS, Arch, get_family, to_ofa
 
 _SUPERNETS = {  # family -> (class, width multiplier, name of OFA's published checkpoint)
@@ -80,9 +81,10 @@ def load_supernet(family: str, path: str | os.PathLike) -> nn.Module:
     """A new supernet for ``family`` with the weights of the local checkpoint ``path`` (OFA's ``{"state_dict": ...}``
     files or a bare state dict). Not cached: keep the returned module and pass it to ``build_subnet``."""
     check_supernet_file(family, path)
-    with reading(path, "supernet checkpoint", f"give OFA's {checkpoint_name(family)}"):
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        supernet = _new_supernet(family)
+    fix = f"give OFA's {checkpoint_name(family)}"
+    checkpoint = load_tensors(path, "supernet checkpoint", fix)
+    supernet = _new_supernet(family)
+    with reading(path, "supernet checkpoint", fix):
         supernet.load_state_dict(checkpoint.get("state_dict", checkpoint))
     return supernet
 

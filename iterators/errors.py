@@ -109,28 +109,30 @@ def reading(path: str | os.PathLike, what: str, fix: str = "") -> Iterator[None]
         raise UserError(f"{where}: not a valid {what}: {one_line(_reason(err), 300)}{tail}") from None
 
 
-def _probe_dir(folder: str, flag: str) -> None:
-    """Fail unless a file can be created in the existing folder ``folder`` (the probe leaves nothing behind)."""
+def _probe_dir(folder: str, label: str) -> None:
+    """Fail unless a file can be created in the existing folder ``folder`` (the probe leaves nothing behind);
+    ``label`` (flag and value) starts the message."""
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        raise UserError(f"{flag} {folder}: cannot write there ({err.strerror or err}); choose another folder or "
-                        f"fix its permissions") from None
+        raise UserError(f"{label}: cannot write in {folder} ({err.strerror or err}); choose another folder or fix "
+                        f"its permissions") from None
     if shutil.disk_usage(folder).free < MIN_FREE_BYTES:
-        raise UserError(f"{flag} {folder}: the disk is full; free some space or choose another folder")
+        raise UserError(f"{label}: the disk holding {folder} is full; free some space or choose another folder")
 
 
-def check_output_dir(path: str | os.PathLike, flag: str) -> str:
+def check_output_dir(path: str | os.PathLike, flag: str, shown: str | None = None) -> str:
     """Check, before any work, that files can be written in the folder ``path`` (created later if missing: its
-    nearest existing parent must be a writable folder). Writes nothing; returns the path."""
+    nearest existing parent must be a writable folder). Writes nothing; returns the path. Messages name the flag
+    with ``shown`` (default: the path)."""
     where = os.fspath(path) or "."
     probe = os.path.abspath(where)
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
-        raise UserError(f"{flag} {where}: {probe} is a file, not a folder; choose another output folder")
-    _probe_dir(probe, flag)
+        raise UserError(f"{flag} {shown or where}: {probe} is a file, not a folder; choose another output folder")
+    _probe_dir(probe, f"{flag} {shown or where}")
     return where
 
 
@@ -144,5 +146,5 @@ def check_output_file(path: str | os.PathLike, flag: str, suffixes: Sequence[str
         raise UserError(f"{flag} {where} is a folder; give a file name")
     if os.path.exists(where) and not os.access(where, os.W_OK):
         raise UserError(f"{flag} {where}: the file is read-only; choose another name or fix its permissions")
-    check_output_dir(os.path.dirname(os.path.abspath(where)), flag)
+    check_output_dir(os.path.dirname(os.path.abspath(where)), flag, shown=where)
     return where

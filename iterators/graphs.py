@@ -4,9 +4,11 @@ A ``GraphSet`` keeps every graph's node features and graph-local edges back to b
 gathers the chosen graphs into one disjoint union with index arithmetic only, which is what lets a training epoch over
 thousands of architectures take a fraction of a second.
 
-A set whose every graph is a chain (edges i -> i+1 only, as every sequence graph) is marked ``chain``: its batches
-carry no edge list at all (one is built only if asked for), and the models' chain path reads each node's single
-in-neighbour as the row before it.
+Edges i -> i+1 between consecutive rows ("chain edges") are the models' fast case: node i reads its predecessor as
+the row above it, with no gather or scatter. Every sequence graph has only chain edges (such a set and its batches
+are marked ``chain`` and carry no edge list at all; one is built only if asked for); an op graph exported in
+topological order has mostly chain edges (87% in the shipped onnx_ir caches) and a few others, its skip connections:
+``GraphBatch.extra_edges``.
 """
 from __future__ import annotations
 
@@ -23,17 +25,19 @@ class GraphBatch:
     """A disjoint union of graphs: nodes of graph g are rows ``ptr[g]:ptr[g+1]`` of ``x`` (graphs are contiguous).
 
     x: [N, F] node features; ptr: [B + 1] node offsets; edge_index: [2, E] directed edges into x (built on first use
-    for a chain batch); batch: [N] graph id of every node (built on first use).
+    for a chain batch); batch: [N] graph id of every node (built on first use). Split of the edges for the models'
+    chain path: ``prev_mask`` [N, 1] is 1 where the edge i-1 -> i exists, ``extra_edges`` [2, X] holds the others.
     """
 
-    __slots__ = ("x", "ptr", "chain", "_edge_index", "_batch", "_prev_mask")
+    __slots__ = ("x", "ptr", "chain", "_edge_index", "_batch", "_prev_mask", "_extra_edges", "_self_loops")
 
     def __init__(self, x: torch.Tensor, ptr: torch.Tensor, edge_index: torch.Tensor | None = None,
                  chain: bool = False):
         if edge_index is None and not chain:
             raise ValueError("a batch of graphs that are not chains needs its edge_index")
         self.x, self.ptr, self.chain = x, ptr, chain
-        self._edge_index, self._batch, self._prev_mask = edge_index, None, None
+        self._edge_index, self._batch, self._prev_mask, self._extra_edges = edge_index, None, None, None
+        self._self_loops = False
 
     @property
     def num_graphs(self) -> int:
@@ -65,14 +69,45 @@ class GraphBatch:
         """[num_graphs] index of every graph's last node (the sink of a sequence graph)."""
         return self.ptr[1:] - 1
 
-    @property
-    def prev_mask(self) -> torch.Tensor:
-        """[N, 1] float: 0 at the first node of every graph, 1 elsewhere (chains: where a predecessor exists)."""
-        if self._prev_mask is None:
+    def _split_edges(self) -> None:
+        if self.chain:
             mask = torch.ones(self.x.shape[0], 1)
             mask[self.ptr[:-1]] = 0.0
-            self._prev_mask = mask
+            self._prev_mask, self._extra_edges = mask, self.x.new_zeros(2, 0, dtype=torch.long)
+            return
+        src, dst = self.edge_index
+        n = self.x.shape[0]
+        chain_idx = torch.nonzero(src == dst - 1).flatten()
+        # one i-1 -> i edge per node goes on the chain; a repeated copy stays an extra edge
+        first = torch.full((n,), src.numel()).scatter_reduce_(0, dst[chain_idx], chain_idx, "amin")
+        on_chain = chain_idx[first[dst[chain_idx]] == chain_idx]
+        extra = torch.ones(src.numel(), dtype=torch.bool)
+        extra[on_chain] = False
+        self._prev_mask = torch.zeros(n, 1)
+        self._prev_mask[dst[on_chain]] = 1.0
+        self._extra_edges = self.edge_index[:, extra]
+        self._self_loops = bool((src == dst).any())
+
+    @property
+    def prev_mask(self) -> torch.Tensor:
+        """[N, 1] float: 1 where node i has the in-edge i-1 -> i (chains: all but each graph's first node)."""
+        if self._prev_mask is None:
+            self._split_edges()
         return self._prev_mask
+
+    @property
+    def extra_edges(self) -> torch.Tensor:
+        """[2, X] the edges other than one i-1 -> i per node (none for a chain batch)."""
+        if self._extra_edges is None:
+            self._split_edges()
+        return self._extra_edges
+
+    @property
+    def has_self_loops(self) -> bool:
+        """Whether some edge is i -> i (the layers that add their own self-loops then run torch_geometric's path)."""
+        if self._prev_mask is None:
+            self._split_edges()
+        return self._self_loops
 
 
 def _gather_ranges(ptr: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

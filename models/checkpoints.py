@@ -22,7 +22,7 @@ import torch
 from iterators.caches import base_family
 from iterators.errors import UserError, reading
 from iterators.paths import CONFIGS_DIR
-from iterators.safe_pickle import restricted_load
+from iterators.safe_pickle import load_tensors, restricted_load
 from iterators.search_space import FAMILIES
 from iterators.targets import Target
 from models.predictor import Predictor, build_predictor
@@ -140,12 +140,11 @@ def load_predictor(chkpt_path: str, config_path: str | None = None) -> tuple[Pre
                               f"give a <name>{_SUFFIX} written by train_predictor.py or a published one")
     config_path = config_path or find_config(chkpt_path)
     config = load_config(config_path)
-    with reading(chkpt_path, "predictor checkpoint", f"give a <name>{_SUFFIX} written by train_predictor.py"):
-        state = torch.load(chkpt_path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise CheckpointError(f"{chkpt_path}: not a predictor state dict; {TRAIN_AGAIN}")
-        if is_published_state(state):
-            state = convert_published_state(state)
+    state = load_tensors(chkpt_path, "predictor checkpoint", f"give a <name>{_SUFFIX} written by train_predictor.py")
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{chkpt_path}: not a predictor state dict; {TRAIN_AGAIN}")
+    if is_published_state(state):
+        state = convert_published_state(state)
     try:
         model = build_predictor(config)
         model.load_state_dict(state)

@@ -5,9 +5,11 @@ Every layer holds the parameters of the torch_geometric layer it is named after,
 
 - chain path: in a sequence graph node i's only in-neighbour is node i-1, the row before it in the batch. With the
   self-loops the layers add, node i aggregates over {i, i-1}: a shift of the rows, a mask at each graph's first node
-  and dense maths, with no gather, scatter or softmax over edges. torch_geometric is not even imported.
-- general path: any graph (op graphs of the onnx_ir format); the torch_geometric layer itself runs on these
-  parameters (``torch.func.functional_call``). Both paths give the same outputs (tests/test_chain_path.py).
+  and dense maths, with no gather, scatter or softmax over edges. torch_geometric is not even imported. An op graph
+  (onnx_ir) is mostly such chain edges plus a few skip connections (``GraphBatch.extra_edges``): those alone are
+  gathered and scattered.
+- general path: the torch_geometric layer itself, run on these parameters (``torch.func.functional_call``), for
+  graphs with self-loop edges and as the reference. Both paths give the same outputs (tests/test_chain_path.py).
 """
 from __future__ import annotations
 
@@ -30,8 +32,21 @@ def make_activation(name: str) -> nn.Module:
 
 
 def shift(h: torch.Tensor, prev_mask: torch.Tensor) -> torch.Tensor:
-    """[N, d] -> [N, d]: row i holds h[i-1], or zeros at a graph's first node (``prev_mask`` [N, 1] is 0 there)."""
+    """[N, d] -> [N, d]: row i holds h[i-1] where the edge i-1 -> i exists (``prev_mask`` [N, 1]), else zeros."""
     return F.pad(h[:-1], (0, 0, 1, 0)) * prev_mask
+
+
+def in_sum(h: torch.Tensor, prev_mask: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+    """[N, d] -> [N, d]: the sum of every node's in-neighbours' rows."""
+    out = shift(h, prev_mask)
+    return out.index_add(0, extra[1], h.index_select(0, extra[0])) if extra.shape[1] else out
+
+
+def in_degree(prev_mask: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+    """[N, 1] number of in-edges of every node."""
+    if not extra.shape[1]:
+        return prev_mask
+    return prev_mask + torch.bincount(extra[1], minlength=prev_mask.shape[0]).unsqueeze(1).to(prev_mask)
 
 
 def _glorot_(weight: torch.Tensor) -> None:
@@ -52,11 +67,12 @@ class ChainConv(nn.Module):
         self.in_dim, self.out_dim = in_dim, out_dim
 
     def forward(self, x: torch.Tensor, batch: GraphBatch, chain_path: bool = True) -> torch.Tensor:
-        if chain_path and batch.chain:
-            return self.chain_forward(x, batch.prev_mask)
+        if chain_path and not batch.has_self_loops:
+            return self.chain_forward(x, batch.prev_mask, batch.extra_edges)
         return self.general_forward(x, batch.edge_index)
 
-    def chain_forward(self, x: torch.Tensor, prev_mask: torch.Tensor) -> torch.Tensor:
+    def chain_forward(self, x: torch.Tensor, prev_mask: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """x [N, in] -> [N, out]; prev_mask [N, 1] marks the edges i-1 -> i, extra [2, X] lists the other edges."""
         raise NotImplementedError
 
     def self_prev_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -84,7 +100,8 @@ class GATv2Layer(ChainConv):
         out_i = \sum_j \alpha_ij (W_l h_j + b_l) + b
 
     On a chain the softmax runs over {i, i-1} only: \alpha_{i,i-1} = sigmoid(e_{i,i-1} - e_ii) (0 at a first node),
-    and W_l, W_r are applied as one [N, in] x [in, 2 out] matmul. Shapes: x [N, in] -> [N, out].
+    and W_l, W_r are applied as one [N, in] x [in, 2 out] matmul. Extra edges add their terms to the softmax's sums
+    by scatter. Shapes: x [N, in] -> [N, out].
     """
 
     pyg_name = "GATv2Conv"
@@ -98,7 +115,7 @@ class GATv2Layer(ChainConv):
             _glorot_(lin.weight)
         _glorot_(self.att)
 
-    def chain_forward(self, x: torch.Tensor, prev_mask: torch.Tensor) -> torch.Tensor:
+    def chain_forward(self, x: torch.Tensor, prev_mask: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
         weight = torch.cat([self.lin_l.weight, self.lin_r.weight])
         bias = torch.cat([self.lin_l.bias, self.lin_r.bias])
         src, dst = F.linear(x, weight, bias).split(self.out_dim, dim=1)  # W_l h + b_l, W_r h + b_r
@@ -108,7 +125,27 @@ class GATv2Layer(ChainConv):
         e_self = F.leaky_relu(src + dst, 0.2) @ att
         e_prev = F.leaky_relu(src_prev + dst, 0.2) @ att
         alpha_prev = torch.sigmoid(e_prev - e_self) * prev_mask
-        return torch.lerp(src, src_prev, alpha_prev) + self.bias
+        out = torch.lerp(src, src_prev, alpha_prev)  # the softmax over {i, i-1}
+        if extra.shape[1]:  # nodes with more in-edges: the softmax over all of them, on those rows only
+            out = out.index_copy(0, *self._extra_softmax(src, dst, src_prev, e_self, e_prev, prev_mask, extra))
+        return out + self.bias
+
+    def _extra_softmax(self, src, dst, src_prev, e_self, e_prev, prev_mask, extra):
+        """(rows, outputs) of the nodes that extra edges point to: softmax-weighted sums over all their in-edges."""
+        s, t = extra
+        rows, slot = torch.unique(t, return_inverse=True)
+        src_extra = src.index_select(0, s)
+        e_extra = F.leaky_relu(src_extra + dst.index_select(0, t), 0.2) @ self.att.view(-1, 1)
+        e_self, src_rows = e_self.index_select(0, rows), src.index_select(0, rows)
+        e_prev = e_prev.index_select(0, rows).masked_fill(prev_mask.index_select(0, rows) == 0, float("-inf"))
+        with torch.no_grad():  # each node's largest score, subtracted for a stable softmax (its gradient cancels)
+            top = torch.maximum(e_self, e_prev).squeeze(1).scatter_reduce(0, slot, e_extra.squeeze(1), "amax")
+            top = top.unsqueeze(1)
+        w_self, w_prev = torch.exp(e_self - top), torch.exp(e_prev - top)
+        w_extra = torch.exp(e_extra - top.index_select(0, slot))
+        denom = (w_self + w_prev).index_add(0, slot, w_extra)
+        num = (w_self * src_rows + w_prev * src_prev.index_select(0, rows)).index_add(0, slot, w_extra * src_extra)
+        return rows, num / denom
 
 
 class GraphConvLayer(ChainConv):
@@ -123,9 +160,9 @@ class GraphConvLayer(ChainConv):
         super().__init__(in_dim, out_dim)
         self.lin_rel, self.lin_root = nn.Linear(in_dim, out_dim), nn.Linear(in_dim, out_dim, bias=False)
 
-    def chain_forward(self, x: torch.Tensor, prev_mask: torch.Tensor) -> torch.Tensor:
+    def chain_forward(self, x: torch.Tensor, prev_mask: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
         # the order of torch_geometric's sums, so that published checkpoints give the original's numbers to 1e-6
-        return self.lin_rel(shift(x, prev_mask)) + self.lin_root(x)
+        return self.lin_rel(in_sum(x, prev_mask, extra)) + self.lin_root(x)
 
     def self_prev_weights(self):
         return self.lin_root.weight, self.lin_rel.weight, self.lin_rel.bias
@@ -143,8 +180,11 @@ class SAGELayer(ChainConv):
         super().__init__(in_dim, out_dim)
         self.lin_l, self.lin_r = nn.Linear(in_dim, out_dim), nn.Linear(in_dim, out_dim, bias=False)
 
-    def chain_forward(self, x: torch.Tensor, prev_mask: torch.Tensor) -> torch.Tensor:
-        return self.lin_l(shift(x, prev_mask)) + self.lin_r(x)
+    def chain_forward(self, x: torch.Tensor, prev_mask: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        mean = in_sum(x, prev_mask, extra)
+        if extra.shape[1]:  # on a chain the sum is the mean already (or 0: no in-neighbour)
+            mean = mean / in_degree(prev_mask, extra).clamp_min(1)
+        return self.lin_l(mean) + self.lin_r(x)
 
     def self_prev_weights(self):
         return self.lin_r.weight, self.lin_l.weight, self.lin_l.bias
@@ -165,10 +205,14 @@ class GCNLayer(ChainConv):
         self.bias = nn.Parameter(torch.zeros(out_dim))
         _glorot_(self.lin.weight)
 
-    def chain_forward(self, x: torch.Tensor, prev_mask: torch.Tensor) -> torch.Tensor:
-        deg = 1 + prev_mask
-        deg_prev = F.pad(deg[:-1], (0, 0, 1, 0), value=1.0)
-        mixed = x / deg + F.pad(x[:-1], (0, 0, 1, 0)) * (prev_mask / torch.sqrt(deg * deg_prev))
+    def chain_forward(self, x: torch.Tensor, prev_mask: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        deg = 1 + in_degree(prev_mask, extra)
+        inv_sqrt = deg.rsqrt()
+        mixed = x / deg + F.pad(x[:-1], (0, 0, 1, 0)) * (prev_mask * inv_sqrt * F.pad(inv_sqrt[:-1], (0, 0, 1, 0)))
+        if extra.shape[1]:
+            s, t = extra
+            norm = inv_sqrt.index_select(0, s) * inv_sqrt.index_select(0, t)
+            mixed = mixed.index_add(0, t, x.index_select(0, s) * norm)
         return F.linear(mixed, self.lin.weight, self.bias)
 
 
@@ -185,8 +229,8 @@ class GINLayer(ChainConv):
         self.nn = nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim))
         self.register_buffer("eps", torch.zeros(1))
 
-    def chain_forward(self, x: torch.Tensor, prev_mask: torch.Tensor) -> torch.Tensor:
-        return self.nn((1 + self.eps) * x + shift(x, prev_mask))
+    def chain_forward(self, x: torch.Tensor, prev_mask: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        return self.nn((1 + self.eps) * x + in_sum(x, prev_mask, extra))
 
     def _pyg_layer(self) -> nn.Module:
         import torch_geometric.nn as pyg

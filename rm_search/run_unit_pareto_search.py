@@ -30,9 +30,8 @@ from evaluation.evaluators import L1_DIR, accuracy_evaluator, make_evaluator  # 
 from evaluation.ofa_manager import checkpoint_name  # noqa: E402
 from evaluation.results_store import ResultsStore  # noqa: E402
 from iterators.errors import ArgumentParser, UserError, check_output_dir, reading, run_cli  # noqa: E402
-from iterators.runtime import reuse_freed_memory  # noqa: E402
+from iterators.runtime import add_threads_flag, configure  # noqa: E402
 from iterators.search_space import FAMILIES, describe, resolution_flag  # noqa: E402
-from models.plots import plot_search  # noqa: E402
 from rm_search.search import ObjectiveCache, SearchConfig, front_records, run_search, save_front  # noqa: E402
 from rm_search.space import SearchSpace  # noqa: E402
 
@@ -105,6 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.add_argument(flag, nargs="?", action=_Refused, help=argparse.SUPPRESS)
     p.add_argument("-quiet", action="store_true")
     add_backend_arguments(p)
+    add_threads_flag(p)
     args = p.parse_args(argv)
     if args.completed_iter:
         p.error(f"-completed_iter {args.completed_iter}: a run continues from its results store: pass -resume with "
@@ -168,7 +168,7 @@ def check_resume(stored: dict, current: dict) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    reuse_freed_memory()
+    configure(args.threads)
     resolution = args.resolution
     out = os.path.join(args.out_dir, args.model_name)
     settings_path, log_path = os.path.join(out, SETTINGS), os.path.join(out, "search.log")
@@ -184,7 +184,7 @@ def main(argv=None):
         space = (SearchSpace.from_files(args.unit_corpus, resolution) if args.unit_corpus
                  else SearchSpace.full(args.family, resolution))
     if space.family != args.family:
-        raise UserError(f"-unit_corpus describes a {space.family} space, not {args.family}: pass -family "
+        raise UserError(f"-unit_corpus holds units of {space.family}, not {args.family}: pass -family "
                         f"{space.family}")
     backend = backend_from_args(args)
     accuracy = backend.evaluator(accuracy_evaluator, args.family, args.acc_predictor, supernet_path=args.supernet_path,
@@ -228,6 +228,7 @@ def main(argv=None):
             with open(os.path.join(out, "final_front.txt"), "w") as f:
                 f.write("\n".join(table) + "\n")
             log("final Pareto front:\n" + "\n".join(table))
+            from models.plots import plot_search  # matplotlib only once there is something to draw
             plot = plot_search(state.points, state.iteration, state.front(), metrics, os.path.join(out, "pareto.png"))
             log(f"hypervolume per iteration: {[round(h, 6) for h in state.hypervolumes]}; wrote {out}/ ({plot})")
             if backend.summary():

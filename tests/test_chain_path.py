@@ -178,3 +178,45 @@ def test_sink_embeddings_compute_only_what_the_last_node_needs(n_blocks, hop):
     full = GraphSet.sequences(x.reshape(-1, 6), torch.full((30,), n_blocks)).batch()
     expected = model.node_embeddings(full, max_hop=hop)[-1][full.last_node]
     torch.testing.assert_close(model.sink_embeddings(x, hop), expected)
+
+
+def _dag_batch() -> "GraphBatch":
+    """Three small DAGs with chain edges, skip edges (one into a node without its chain edge), a node of in-degree 3
+    and an isolated first node, batched out of order."""
+    xs = [torch.randn(n, 7).numpy() for n in (6, 4, 5)]
+    edges = [torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2], [1, 2, 3, 4, 5, 2, 5, 5]]),   # node 5: in-edges from 4, 1, 2
+             torch.tensor([[0, 2, 0], [1, 3, 3]]),                                 # node 2: no in-edge
+             torch.tensor([[1, 2, 3, 0], [2, 3, 4, 4]])]                           # node 1: no i-1 -> i edge
+    return GraphSet.from_lists(xs, [e.numpy() for e in edges]).batch([2, 0, 1])
+
+
+def test_op_graph_edges_split_into_chain_and_extra_edges():
+    batch = _dag_batch()
+    assert not batch.chain and not batch.has_self_loops
+    # rows: graph 2 (0-4), graph 0 (5-10), graph 1 (11-14)
+    assert batch.prev_mask.flatten().tolist() == [0, 0, 1, 1, 1] + [0, 1, 1, 1, 1, 1] + [0, 1, 0, 1]
+    assert batch.extra_edges.tolist() == [[0, 5, 6, 7, 11], [4, 7, 10, 10, 14]]
+
+
+@pytest.mark.parametrize("gnn_type", GNN_TYPES)
+def test_chain_path_with_extra_edges_equals_the_torch_geometric_layer(gnn_type):
+    torch.manual_seed(5)
+    batch = _dag_batch()
+    reference = _pyg_layer(gnn_type, 7, 5)
+    layer = make_conv(gnn_type, 7, 5)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    layer.load_state_dict(reference.state_dict())
+    x = batch.x.clone().requires_grad_()
+    expected = reference(x, batch.edge_index)
+    torch.testing.assert_close(layer(x, batch), expected, rtol=1e-5, atol=1e-6)
+    weights = torch.randn_like(expected)
+    grads = []
+    for chain_path in (True, False):
+        layer.zero_grad()
+        x.grad = None
+        (layer(x, batch, chain_path) * weights).sum().backward()
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in layer.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item() + 1e-7)

@@ -1,5 +1,7 @@
 """The original AutoBuild commands run unchanged, or are refused with a line naming this toolkit's flag."""
+import json
 import os
+import pickle
 
 import pytest
 
@@ -32,9 +34,19 @@ def test_n_minus_one_is_all_and_seed_minus_one_is_by_score(corpus, tmp_path):
         a.key() for a, _, _ in everything)
 
 
+def _published_way(l1, name=PUBLISHED_GPU):
+    """A latency_gpu predictor named and configured as the original publishes them: a pickled dict of arguments."""
+    chkpt = tiny_predictor(l1, "ofa_mbv3", "latency_gpu", name=name)
+    config_json = chkpt.replace("_predictor.pt", "_config.json")
+    config = json.load(open(config_json))
+    del config["family"]  # the original's configs name only "families"
+    pickle.dump(config, open(config_json.replace(".json", ".pkl"), "wb"))
+    os.remove(config_json)
+
+
 def test_metric_names_of_the_original_and_several_metrics_at_once(corpus, tmp_path, monkeypatch):
     l1 = tmp_path / "l1"
-    tiny_predictor(l1, "ofa_mbv3", "latency_gpu", name=PUBLISHED_GPU)      # the original's 2080Ti predictor
+    _published_way(l1)                                                       # the original's 2080Ti predictor
     tiny_predictor(l1, "ofa_mbv3", "latency_cpu", seed=1)                    # the toolkit's cpu_predicted
     queries = []
     real_values = ResultsStore.values
@@ -98,7 +110,7 @@ def test_search_flags_without_a_counterpart_are_refused_with_what_to_use(flags, 
 
 def test_search_metric_in_the_original_spelling(tmp_path):
     l1 = tmp_path / "l1"
-    tiny_predictor(l1, "ofa_mbv3", "latency_gpu", name=PUBLISHED_GPU)
+    _published_way(l1)
     acc = tiny_predictor(tmp_path / "m")
     state = rm_search.main(["-model_name", "orig", "-metric", "2080Ti_predicted", "-l1_dir", str(l1), "-acc_predictor",
                             acc, "-random_init_set_size", "5", "-num_iterations", "0", "-out_dir",

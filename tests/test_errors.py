@@ -1,5 +1,6 @@
 import gzip
 import json
+import os
 
 import pytest
 
@@ -78,3 +79,11 @@ def test_output_checks_write_nothing(tmp_path):
     with pytest.raises(UserError, match="is a file, not a folder"):
         check_output_file(a_file / "pred.json", "-out")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc, a folder nobody can write in")
+def test_an_unwritable_output_folder_is_found_before_the_work():
+    with pytest.raises(UserError, match="-out_dir /proc/results: cannot write in /proc"):
+        check_output_dir("/proc/results", "-out_dir")
+    with pytest.raises(UserError, match="-export /proc/r.csv: cannot write in /proc"):
+        check_output_file("/proc/r.csv", "-export", (".csv",))
