@@ -151,6 +151,14 @@ class SlowBackend(FakeBackend):
         return super().prepare(arch)
 
 
+def test_ofa_pn_is_profiled_like_mbv3(dirs, monkeypatch, tmp_path):
+    use_backend(monkeypatch, FakeBackend())
+    report = profile_device.main(["-family", "ofa_pn", "-name", "dev", "-n", "20", *dirs])
+    assert report["n_networks"] == 20 and latency_predictors("ofa_pn", str(tmp_path / "l1")) == {
+        "dev": report["installed"]}
+    assert latency_predictors("ofa_mbv3", str(tmp_path / "l1")) == {}
+
+
 def test_budget_stops_measuring(tmp_path, monkeypatch):
     monkeypatch.setattr(profiling, "count_flops_params", lambda model, resolution: (1.0, 1.0))
     monkeypatch.setattr(profiling, "build_subnet", lambda arch: None)
