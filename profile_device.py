@@ -144,16 +144,13 @@ def measure_device(args) -> tuple[str, dict]:
           + (f" ({per_net:.2f} s per network)" if per_net else "") + f"; {cache.path} holds {len(cache)}")
     if done["stopped"] == "budget":
         print(f"-budget_s {args.budget_s:g} spent: training on the {len(cache)} networks measured")
-    if done["stopped"] == "interrupted":
+    if done["stopped"] == "interrupted":  # after the fold: the exit code still says the run did not finish
         print("interrupted: every network measured so far is in the cache; run the same command again to continue")
-        return path, {**done, "interrupted": True}
+        raise KeyboardInterrupt
     report = {**done, "seconds_per_network": per_net, "backend": backend.describe(), "settings": settings}
     if args.recheck:
-        try:
-            report["recheck"] = recheck(backend, cache, args.recheck, args.warmup, args.repeats, not args.quiet)
-            print("recheck of " + format_recheck(report["recheck"]))
-        except KeyboardInterrupt:
-            print("\nrecheck interrupted (the cache is complete): going on to training")
+        report["recheck"] = recheck(backend, cache, args.recheck, args.warmup, args.repeats, not args.quiet)
+        print("recheck of " + format_recheck(report["recheck"]))
     return path, report
 
 
@@ -219,8 +216,6 @@ def main(argv=None) -> dict:
         return {"manifest": manifest}
     check_name_free(args.l1_dir, args.family, args.name)
     cache_path, report = import_device(args) if args.import_file else measure_device(args)
-    if report.get("interrupted"):
-        return report
     n_networks = len(load_cache(cache_path))
     if n_networks < MIN_NETWORKS:
         raise UserError(f"{cache_path} holds {n_networks} networks, too few to train and test on (at least "
