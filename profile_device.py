@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 import train_predictor
-from evaluation.evaluators import PREDICTED_SUFFIX, latency_predictors
+from evaluation.evaluators import PREDICTED_SUFFIX, TABLE_SUFFIX, latency_predictors
 from evaluation.latency import BACKENDS, ORT_OPT_LEVELS, make_backend, reference_arch
 from evaluation.profiling import (TARGET, DeviceCache, export_subnets, import_latencies, measure_archs,
                                   measured_metrics, read_latency_file, recheck)
@@ -35,6 +35,7 @@ from iterators.runtime import configure
 from iterators.sampling import spread_archs
 from iterators.search_space import FAMILIES, RESOLUTIONS, ArchError, validate_resolution
 from models.checkpoints import find_config, load_config, load_predictor
+from models.latency_table import LatencyTable
 from models.plots import ensure_dir, plot_predicted_vs_measured
 from models.predictor import predict_archs
 from models.training import regression_metrics, split_indices
@@ -101,11 +102,21 @@ def is_ours(chkpt: str) -> bool:
     return load_config(find_config(chkpt)).get("installed_by") == INSTALLED_BY
 
 
+def table_path(l1_dir: str, family: str, name: str) -> str:
+    """Where the lookup table behind <name>_table goes (evaluation/evaluators.py's latency_tables finds it)."""
+    return os.path.join(l1_dir, f"{family}_{name}_latency_table.json")
+
+
 def check_name_free(l1_dir: str, family: str, name: str) -> None:
-    """Fail before any measuring when another predictor in ``l1_dir`` already answers to <name>_predicted."""
+    """Fail before any measuring when another predictor or table in ``l1_dir`` already answers to <name>_predicted
+    or <name>_table."""
     taken = latency_predictors(family, l1_dir).get(name) if os.path.isdir(l1_dir) else None
     if taken and not is_ours(taken):
         raise UserError(f"-name {name}: {taken} already provides {name}{PREDICTED_SUFFIX} for {family}; "
+                        "choose another name")
+    table = table_path(l1_dir, family, name)
+    if os.path.exists(table) and not LatencyTable.load(table).source.startswith(INSTALLED_BY):
+        raise UserError(f"-name {name}: {table} already provides {name}{TABLE_SUFFIX} for {family}; "
                         "choose another name")
 
 
@@ -172,15 +183,19 @@ def import_device(args) -> tuple[str, dict]:
     return path, {"imported": len(measured), "source": source}
 
 
-def evaluate_held_out(cache_path: str, chkpt: str, seed: int) -> dict:
-    """The trained predictor on the networks train_predictor.py held out (same seed, same split)."""
+def evaluate_held_out(cache_path: str, chkpt: str, seed: int, name: str) -> dict:
+    """The trained GNN and a per-block lookup table (models/latency_table.py, the additive model of BINAS and aw_nas,
+    fitted on the same training networks) on the networks train_predictor.py held out (same seed, same split)."""
     cache = load_cache(cache_path)
     y = np.array([e[TARGET] for e in cache.entries])
-    _, test_idx = split_indices(len(y), seed)
+    train_idx, test_idx = split_indices(len(y), seed)
     model, _ = load_predictor(chkpt)
-    archs = [cache.archs[i] for i in test_idx]
-    preds = {"GNN": np.array(predict_archs(model, archs))}
-    return {"y": y[test_idx], "preds": preds,
+    test_archs = [cache.archs[i] for i in test_idx]
+    table = LatencyTable.fit([cache.archs[i] for i in train_idx], y[train_idx], name,
+                             source=f"{INSTALLED_BY}: fitted on {len(train_idx)} networks of "
+                                    f"{os.path.basename(cache_path)}")
+    preds = {"GNN": np.array(predict_archs(model, test_archs)), "lookup table": table.predict(test_archs)}
+    return {"y": y[test_idx], "preds": preds, "table": table,
             "metrics": {k: regression_metrics(y[test_idx], p) for k, p in preds.items()}}
 
 
@@ -227,13 +242,14 @@ def main(argv=None) -> dict:
                                    "-threads", str(args.threads), "-out_dir", args.out_dir]
                                   + (["-quiet"] if args.quiet else []))
     chkpt = os.path.join(args.out_dir, "saved_models", config["chkpt"] + "_predictor.pt")
-    held_out = evaluate_held_out(cache_path, chkpt, args.seed)
+    held_out = evaluate_held_out(cache_path, chkpt, args.seed, args.name)
     plot = plot_predicted_vs_measured(
         held_out["y"], held_out["preds"], held_out["metrics"], "ms",
         os.path.join(ensure_dir(os.path.join(args.out_dir, "plots")), config["chkpt"] + "_measured_vs_predicted.png"),
         f"{args.name}: {len(held_out['y'])} held-out {args.family} networks")
     report.update(held_out=held_out["metrics"], n_test=len(held_out["y"]), n_networks=n_networks,
                   train_seconds=time.perf_counter() - start, plot=plot)
+    report["table"] = held_out["table"].save(table_path(args.l1_dir, args.family, args.name))
     installed = install(chkpt, {**config, "profile": report}, args.l1_dir, args.name)
     print(format_report(args, report, installed))
     return {**report, "installed": installed}
@@ -248,6 +264,8 @@ def format_report(args, report: dict, installed: str) -> str:
     if "recheck" in report:
         lines.append("  repeat measurement of " + format_recheck(report["recheck"]))
     lines.append(f"  plot: {report['plot']}")
+    lines.append(f"  lookup table: {report['table']} (as -m/-metric {args.name}{TABLE_SUFFIX}, e.g. for "
+                 "rm_search/run_budget_search.py's exact search)")
     l1 = "" if os.path.abspath(args.l1_dir) == os.path.abspath(L1_DIR) else f" -l1_dir {args.l1_dir}"
     lines.append(f"  installed {installed}; use it as -m/-metric {args.name}{PREDICTED_SUFFIX}, e.g.\n"
                  f"    python eval_topk_ofa.py -unit_corpus <units> -k 3 -m {args.name}{PREDICTED_SUFFIX}{l1}\n"

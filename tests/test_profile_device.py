@@ -20,7 +20,7 @@ import predict
 import profile_device
 from conftest import REPO
 from evaluation import profiling
-from evaluation.evaluators import latency_predictors
+from evaluation.evaluators import latency_predictors, latency_tables
 from evaluation.latency import LatencyBackend, export_onnx, make_backend, measure, reference_arch
 from evaluation.ofa_manager import build_subnet
 from iterators.errors import UserError, run_cli
@@ -193,6 +193,8 @@ def test_import_of_a_hand_made_csv_trains_and_installs(tmp_path, dirs, capsys):
     config = json.load(open(installed.replace("_predictor.pt", "_config.json")))
     assert config["device"] == "phone" and config["target"] == "latency_ms"
     assert config["profile"]["held_out"]["GNN"]["Spearman"] == pytest.approx(config["results"]["test"]["Spearman"])
+    assert set(config["profile"]["held_out"]) == {"GNN", "lookup table"}  # both on the same held-out networks
+    assert latency_tables("ofa_mbv3", str(tmp_path / "l1")) == {"phone": report["table"]}
     assert "phone_predicted" in capsys.readouterr().out
 
     # usable at once: eval_topk_ofa -m phone_predicted, predict.py on the installed checkpoint
@@ -202,6 +204,9 @@ def test_import_of_a_hand_made_csv_trains_and_installs(tmp_path, dirs, capsys):
     results = eval_topk_ofa.main(["-unit_corpus", str(corpus), "-k", "2", "-n", "3", "-m", "phone_predicted",
                                   "-l1_dir", str(tmp_path / "l1"), "-db", str(tmp_path / "r.db"), "-quiet"])
     assert len(results) == 3 and all(v is not None for _, _, v in results)
+    from_table = eval_topk_ofa.main(["-unit_corpus", str(corpus), "-k", "2", "-n", "3", "-m", "phone_table",
+                                     "-l1_dir", str(tmp_path / "l1"), "-db", str(tmp_path / "r.db"), "-quiet"])
+    assert all(v is not None for _, _, v in from_table)
     archs_json = tmp_path / "archs.json"
     archs_json.write_text(json.dumps([a.to_json() for a in archs[:2]]))
     preds = predict.main(["-chkpt", installed, "-archs", str(archs_json)])
