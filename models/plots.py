@@ -141,9 +141,10 @@ def plot_predicted_vs_measured(y_true: np.ndarray, predictions: dict[str, np.nda
         ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel=f"measured ({unit})",
                ylabel=f"predicted ({unit})",
                title=f"{name}: Spearman {metrics[name]['Spearman']:.3f}, MAPE {metrics[name]['MAPE']:.1f}%")
-        for axis in (ax.xaxis, ax.yaxis):  # plain numbers on the log axes, not powers of ten
+        for axis in (ax.xaxis, ax.yaxis):  # ticks at 1, 2, 5 x 10^k as plain numbers, not powers of ten
+            axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
             axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-            axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
