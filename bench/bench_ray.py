@@ -11,6 +11,7 @@ those one-off costs are reported apart: starting Ray, starting the workers, buil
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
 import statistics
@@ -29,6 +30,28 @@ FAMILY = "ofa_mbv3"
 WORKERS = (1, 2)
 
 
+def _spin(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+def cores_free(n: int = 10_000_000) -> float:
+    """How many cores two busy processes get here and now (2.0 on an idle machine of 2 or more cores): a shared
+    machine decides whether 2 workers can run twice as fast as 1."""
+    start = time.perf_counter()
+    _spin(n)
+    one = time.perf_counter() - start
+    procs = [multiprocessing.get_context("fork").Process(target=_spin, args=(n,)) for _ in range(2)]
+    start = time.perf_counter()
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    return 2 * one / (time.perf_counter() - start)
+
+
 def _rate(evaluator, archs) -> float:
     start = time.perf_counter()
     done = sum(1 for _ in evaluator(archs))
@@ -41,10 +64,12 @@ def main() -> None:
     p.add_argument("-n_counted", type=int, default=40, help="networks per run for flops and params")
     p.add_argument("-n_predicted", type=int, default=5000, help="networks per run for cpu_predicted")
     p.add_argument("-repeats", type=int, default=3)
-    p.add_argument("-threads", type=int, default=torch.get_num_threads(), help="torch threads of the in-process run")
+    p.add_argument("-threads", type=int, default=1, help="torch threads of the in-process run (default 1, as in a "
+                   "Ray worker holding 1 CPU)")
     args = p.parse_args()
     reuse_freed_memory()
     torch.set_num_threads(args.threads)
+    free = [cores_free()]
     import logging
 
     import ray
@@ -78,9 +103,11 @@ def main() -> None:
         for m in metrics:
             for b in (0, *WORKERS):
                 rates[b, m].append(_rate(evaluators[b, m], archs[m]))
+    free.append(cores_free())
 
     print(f"\nMBv3 networks (random, resolutions 192-224); median of {args.repeats} interleaved runs; in-process: "
-          f"{args.threads} torch threads; Ray workers: 1 CPU (1 torch thread) each; {os.cpu_count()} CPU cores\n")
+          f"{args.threads} torch threads; Ray workers: 1 CPU (1 torch thread) each; {os.cpu_count()} CPU cores, of "
+          f"which two busy processes got {free[0]:.2f} before and {free[1]:.2f} after the runs\n")
     print("| metric | networks per run | in-process net/s | Ray, 1 worker net/s | Ray, 2 workers net/s | "
           "2 workers / in-process |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -91,7 +118,8 @@ def main() -> None:
           + ", ".join(f"{w} worker(s) {backends[w].pool_start_s:.1f} s" for w in WORKERS))
     print("first call per metric (evaluator built in each worker, first networks): "
           + "; ".join(f"{m}: " + ", ".join(f"{w} worker(s) {startup[w, m]:.1f} s" for w in WORKERS) for m in metrics))
-    for backend in backends.values():
+    for w, backend in backends.items():
+        print(f"\n{w} worker(s), all runs: {backend.summary()}")
         backend.close()
     ray.shutdown()
 
