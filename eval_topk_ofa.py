@@ -11,7 +11,6 @@ an interruption loses nothing already measured. Metrics: see iterators/evaluator
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 from tqdm import tqdm
@@ -20,7 +19,7 @@ from evaluation.evaluators import L1_DIR, make_evaluator
 from evaluation.results_store import ResultsStore
 from iterators.runtime import reuse_freed_memory
 from iterators.search_space import validate_resolution
-from iterators.units import assemble, corpus_family, load_unit_corpus, rank_networks, top_k_units
+from iterators.units import ReducedSpace, load_unit_corpus, rank_networks
 
 
 def describe(arch) -> str:
@@ -55,17 +54,16 @@ def main(argv=None) -> list[tuple]:
     reuse_freed_memory()
     resolution = validate_resolution(args.res)
     corpus = load_unit_corpus(args.unit_corpus)
-    family = corpus_family(corpus)
-    try:
-        space = top_k_units(corpus, args.k)
-    except ValueError as err:
-        p.error(str(err))
-    order = rank_networks([[u["score"] for u in units] for units in space], args.seed)
+    family = corpus.family
+    space = ReducedSpace.top_k(corpus, args.k)  # the space save_topk_ofa.py keeps from this corpus
+    scores = space.scores()
+    best_first = -1 if space.sources[0]["keep"] == "lowest" else 1
+    order = rank_networks([[best_first * s for s in position] for position in scores], args.seed)
     stop = len(order) if args.n is None else min(len(order), args.start_idx + args.n)
     picked = order[args.start_idx:stop]
-    archs = [assemble(family, [space[u][i]["config"] for u, i in enumerate(row)], resolution) for row in picked]
-    summed = [sum(space[u][i]["score"] for u, i in enumerate(row)) for row in picked]
-    print(f"{family} reduced space: {' x '.join(str(len(s)) for s in space)} = {math.prod(map(len, space)):,} "
+    archs = [space.network(row, resolution) for row in picked]
+    summed = [sum(scores[u][i] for u, i in enumerate(row)) for row in picked]
+    print(f"{family} reduced space: {' x '.join(map(str, space.sizes))} = {space.size:,} "
           f"networks at resolution {resolution}; slice [{args.start_idx}, {stop}) "
           f"{'shuffled with seed ' + str(args.seed) if args.seed is not None else 'by summed unit score'}")
     if args.no_eval:

@@ -22,13 +22,13 @@ from iterators.graphs import GraphSet
 from iterators.onnx_ir import graphs_to_graphset, load_graph_cache
 from iterators.runtime import reuse_freed_memory
 from iterators.targets import Target
+from iterators.units import unit_target_moments
 from models.checkpoints import run_name, save_predictor
 from models.encoder import ACTIVATIONS, GNN_TYPES
 from models.loss import RankingLoss
 from models.plots import draw_hop_graphs, ensure_dir, plot_training
 from models.predictor import POOLS, TEST_METRICS, build_predictor
-from models.training import (fit, hop_norm_moments, predict_with_embeddings, regression_metrics, split_indices,
-                             unit_target_moments)
+from models.training import fit, hop_norm_moments, predict_with_embeddings, regression_metrics, split_indices
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""Pareto bookkeeping: dominance, non-dominated sorting and the 2-D hypervolume.
+"""Pareto bookkeeping: non-dominated sorting and the 2-D hypervolume.
 
 Objectives are given as rows of a [n, m] array with a direction per column: +1 to maximise, -1 to minimise.
 """
@@ -10,12 +10,6 @@ import numpy as np
 def _as_minimised(points, directions) -> np.ndarray:
     directions = np.asarray(directions, dtype=float)
     return -np.asarray(points, dtype=float).reshape(-1, len(directions)) * directions
-
-
-def dominates(a, b, directions) -> bool:
-    """a is at least as good as b in every objective and better in one."""
-    a, b = _as_minimised([a], directions)[0], _as_minimised([b], directions)[0]
-    return bool(np.all(a <= b) and np.any(a < b))
 
 
 def non_dominated_sort(points, directions) -> list[list[int]]:

@@ -21,7 +21,8 @@ from evaluation.evaluators import L1_DIR, make_evaluator, predictor_evaluator  #
 from evaluation.results_store import ResultsStore  # noqa: E402
 from iterators.runtime import reuse_freed_memory  # noqa: E402
 from iterators.search_space import FAMILIES, validate_resolution  # noqa: E402
-from models.plots import plot_search  # noqa: E402
+from iterators.units import ReducedSpace  # noqa: E402
+from rm_search.plots import plot_search  # noqa: E402
 from rm_search.search import ObjectiveCache, SearchConfig, front_records, run_search, save_front  # noqa: E402
 from rm_search.space import SearchSpace  # noqa: E402
 
@@ -69,8 +70,8 @@ def main(argv=None):
     if os.path.exists(log_path) and not args.resume:
         raise SystemExit(f"{out} holds an earlier search: pass -resume to continue it, or choose another -model_name")
     os.makedirs(out, exist_ok=True)
-    space = (SearchSpace.from_files(args.unit_corpus, resolution) if args.unit_corpus
-             else SearchSpace.full(args.family, resolution))
+    space = (SearchSpace.reduced(ReducedSpace.merge([ReducedSpace.load(f) for f in args.unit_corpus]), resolution)
+             if args.unit_corpus else SearchSpace.full(args.family, resolution))
     if space.family != args.family:
         raise SystemExit(f"-unit_corpus describes a {space.family} space, not {args.family}")
     if args.acc_predictor:
