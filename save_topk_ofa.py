@@ -41,17 +41,16 @@ def main(argv=None) -> str:
     spaces = []
     for path in args.unit_corpus:
         corpus = load_unit_corpus(path)
-        space = ReducedSpace.top_k(corpus, args.k, args.keep)
-        source = space.sources[0]
-        print(f"{path}: {corpus.family}, target {corpus.target or 'unknown'}: keeping the {source['keep']}-scored "
-              f"{'/'.join(map(str, source['k']))} units per position")
-        spaces.append(space)
+        spaces.append(ReducedSpace.top_k(corpus, args.k, args.keep))
+        print(f"{path}: {corpus.family}, target {corpus.target or 'unknown'}: keeping the "
+              f"{spaces[-1].sources[0]['keep']}-scored {'/'.join(map(str, spaces[-1].sources[0]['k']))} units per "
+              "position")
     space = ReducedSpace.merge(spaces)
     for position, n in enumerate(space.sizes, start=1):
         print(f"unit {position}: {n} units")
     print(f"reduced space: {' x '.join(map(str, space.sizes))} = {space.size:,} networks")
     if args.n > 0:
-        rows = rank_networks(space.scores()) if len(spaces) == 1 else rank_networks([[0.0] * n for n in space.sizes])
+        rows = rank_networks(space.scores() if len(spaces) == 1 else [[0.0] * n for n in space.sizes])
         for i, row in enumerate(rows[:args.n]):
             print(f"{i:>6}  " + " || ".join(describe_unit(space.candidates[p][j]["config"]) for p, j in enumerate(row)))
     out = args.out or default_out(args.unit_corpus, args.k, args.out_dir)

@@ -193,6 +193,8 @@ _LEGACY_PICKLE_CLASSES = {**{name: _Dropped for name in (
 def _read_legacy_pickle(path: str):
     try:
         return restricted_load(path, _LEGACY_PICKLE_CLASSES)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
     except RefusedPickle as err:
         raise UserError(f"{path}: {err}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:

@@ -36,7 +36,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("-acc_predictor", default=None, help="accuracy surrogate checkpoint (else ImageNet evaluation)")
     p.add_argument("-imagenet_dir", default=None)
     p.add_argument("-supernet_path", default=None)
-    p.add_argument("-unit_corpus", nargs="+", default=None, help="*_search_space.json files, merged per stage")
+    p.add_argument("-unit_corpus", nargs="+", default=None,
+                   help="reduced spaces (save_topk_ofa.py's *_search_space.json, or the original's .pkl), merged")
+    p.add_argument("-widen", type=float, default=0.0,
+                   help="seed the search in the reduced space, then let each mutation draw its unit from the whole "
+                        "stage with this probability (0: stay in the reduced space)")
     p.add_argument("-random_init_set_size", type=int, default=50)
     p.add_argument("-num_iterations", type=int, default=4)
     p.add_argument("-eval_budget", type=int, default=50)
@@ -53,8 +57,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("-resume", action="store_true", help="continue the run in outputs/<model_name>/")
     p.add_argument("-quiet", action="store_true")
     args = p.parse_args(argv)
-    if not 0 <= args.stage_mutate_prob <= 1:
-        p.error("-stage_mutate_prob must lie in [0, 1]")
+    for name in ("stage_mutate_prob", "widen"):
+        if not 0 <= getattr(args, name) <= 1:
+            p.error(f"-{name} must lie in [0, 1]")
+    if args.widen and not args.unit_corpus:
+        p.error("-widen widens a reduced space: give -unit_corpus too")
     for name in ("random_init_set_size", "eval_budget", "mutation_depth", "num_pareto_runs"):
         if getattr(args, name) < 1:
             p.error(f"-{name} must be at least 1")
@@ -70,8 +77,8 @@ def main(argv=None):
     if os.path.exists(log_path) and not args.resume:
         raise SystemExit(f"{out} holds an earlier search: pass -resume to continue it, or choose another -model_name")
     os.makedirs(out, exist_ok=True)
-    space = (SearchSpace.reduced(ReducedSpace.merge([ReducedSpace.load(f) for f in args.unit_corpus]), resolution)
-             if args.unit_corpus else SearchSpace.full(args.family, resolution))
+    space = (SearchSpace.reduced(ReducedSpace.merge([ReducedSpace.load(f) for f in args.unit_corpus]), resolution,
+                                 args.widen) if args.unit_corpus else SearchSpace.full(args.family, resolution))
     if space.family != args.family:
         raise SystemExit(f"-unit_corpus describes a {space.family} space, not {args.family}")
     if args.acc_predictor:
@@ -93,7 +100,8 @@ def main(argv=None):
             log_file.flush()
 
         log(f"{'resumed' if args.resume else 'new'} search {args.model_name}: {args.family}, "
-            f"{'reduced' if args.unit_corpus else 'full'} space of {space.size:.4g} networks at r{resolution}; "
+            f"{'reduced' if args.unit_corpus else 'full'} space of {space.size:.4g} networks at r{resolution}"
+            f"{f', widened with probability {args.widen}' if args.widen else ''}; "
             f"objectives {accuracy.metric} (max), {cost.metric} (min); {vars(cfg)}")
         total = cfg.random_init_set_size + cfg.num_iterations * cfg.eval_budget
         with tqdm(total=total, unit="net", desc="search", disable=args.quiet) as bar:

@@ -77,6 +77,16 @@ class SearchSpace:
             n *= len(c)
         return n
 
+    @property
+    def reachable(self) -> int:
+        """How many networks a search may visit: the listed ones, or all of the full space once widened."""
+        if not self.widen:
+            return self.size
+        n = 1
+        for c in self._full:
+            n *= len(c)
+        return n
+
     def build(self, unit_configs: list) -> Arch:
         return assemble(self.family, unit_configs, self.resolution)
 

@@ -3,6 +3,7 @@ import pickle
 import random
 import shutil
 
+import numpy as np
 import pytest
 
 from conftest import UPSTREAM, upstream_checkpoint
@@ -10,7 +11,7 @@ from iterators.search_space import FAMILIES
 from iterators.units import split_into_units
 from rm_search import run_unit_pareto_search as script
 from iterators.units import ReducedSpace
-from rm_search.pareto import hypervolume_2d, non_dominated_sort
+from rm_search.pareto import front_2d, hypervolume_2d, non_dominated_sort
 from rm_search.search import ObjectiveCache
 from rm_search.space import SearchSpace
 
@@ -108,3 +109,11 @@ def test_resume_gives_the_uninterrupted_front(tmp_path, l1, monkeypatch):
     for name in ("search.log", "front_iter3.json", "final_front.txt", "pareto.png"):
         assert (out / name).exists()
     assert whole.hypervolumes == sorted(whole.hypervolumes)  # the front never gets worse
+
+
+def test_fast_front_matches_the_sort():
+    rng = np.random.default_rng(0)
+    for n in (1, 5, 300):
+        points = np.round(rng.random((n, 2)), 1)  # coarse values: many ties and duplicates
+        assert front_2d(points, MAX_MIN) == non_dominated_sort(points, MAX_MIN)[0]
+    assert front_2d([(0.8, 5), (0.8, 5), (0.7, 5), (0.9, 9)], MAX_MIN) == [0, 1, 3]

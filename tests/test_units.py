@@ -1,5 +1,6 @@
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -121,3 +122,48 @@ def test_unit_target_moments_by_hand():
     assert moments[0, 3].tolist() == pytest.approx([5.0, 0.0])
     assert moments[1, 1].tolist() == pytest.approx([3.0, np.std([1.0, 5.0, 3.0])])
     assert moments[0, 2].tolist() == [0.0, 1.0]                     # never seen: the neutral default
+
+
+def _original_corpus(family, per_position=3):
+    """Units as the original's label_units.py pickled them: each dict also holds its torch_geometric graph."""
+    import torch
+    from torch_geometric.data import Data
+    prefix = "mbconv3" if family == "ofa_mbv3" else "mbconv2"
+    units = []
+    for u in range(1, 6):
+        for i, e in enumerate((3, 4, 6)[:per_position]):
+            blocks = [f"{prefix}_e{e}_k3", f"{prefix}_e3_k5", f"{prefix}_e3_k7"]
+            config = [blocks[:2], blocks[2:]] if family == "ofa_pn" and u == 5 else blocks
+            graph = Data(x=torch.rand(3, 6), edge_index=torch.tensor([[0, 1], [1, 2]]))
+            units.append({"config": config, "tg_subgraph": graph, "unit": u, "hops": 2, "score": float(u + e)})
+    return units
+
+
+@pytest.mark.parametrize("family", ["ofa_mbv3", "ofa_pn"])
+def test_reads_the_original_corpus_pickle(tmp_path, family):
+    path = tmp_path / "units" / f"x_{family}_custom_acc_labeled_sgs.pkl"
+    path.parent.mkdir()
+    path.write_bytes(pickle.dumps(_original_corpus(family), protocol=4))
+    corpus = load_unit_corpus(str(path))
+    assert corpus.family == family and len(corpus.units) == 15 and corpus.target is None
+    assert corpus.units[0] == {"unit": 1, "config": corpus.units[0]["config"], "hops": 2, "score": 4.0}
+    out = save_topk_ofa.main(["-unit_corpus", str(path), "-k", "2", "-out_dir", str(tmp_path / "evals")])
+    assert out.endswith(f"x_{family}_custom_acc_2_search_space.json")
+    space = ReducedSpace.load(out)
+    assert space.scores() == [[u + 6.0, u + 4.0] for u in range(1, 6)]  # e6 then e4: highest first
+    assert space.network([0] * 5, 224).family == family
+
+
+def test_corpus_pickles_that_run_code_are_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+    path = tmp_path / "evil_labeled_sgs.pkl"
+    path.write_bytes(pickle.dumps([{"config": ["mbconv3_e3_k3"] * 2, "unit": 1, "hops": 1, "score": Evil()}]))
+    with pytest.raises(UserError, match=f"{path}: refusing to load posix.system"):
+        load_unit_corpus(str(path))
+    (tmp_path / "bad.json").write_text('{"units": [{"unit": 9}]}')
+    with pytest.raises(UserError, match="bad.json: expected a unit corpus"):
+        load_unit_corpus(str(tmp_path / "bad.json"))
+    with pytest.raises(UserError, match="missing.pkl: no such file"):
+        ReducedSpace.load(str(tmp_path / "missing.pkl"))
