@@ -7,25 +7,21 @@ per unit), prints the 10 best and 10 worst units of every stage and saves a plot
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from iterators.errors import UserError, run_cli  # noqa: E402
-from iterators.runtime import reuse_freed_memory  # noqa: E402
-from iterators.search_space import ArchError, validate_resolution  # noqa: E402
-from iterators.units import UnitCorpus, describe_unit  # noqa: E402
-from models.checkpoints import load_predictor  # noqa: E402
-from models.unit_scores import score_units  # noqa: E402
+from iterators.errors import ArgumentParser, UserError, check_output_dir, run_cli
+from iterators.runtime import add_threads_flag, configure
+from iterators.search_space import describe, resolution_flag
+from iterators.units import UnitCorpus
 
 
 def plot_unit_scores(corpus: UnitCorpus, path: str) -> str:
     """Distribution of unit scores per position (one violin each)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     positions = sorted({u["unit"] for u in corpus.units})
     scores = [[u["score"] for u in corpus.at(p)] for p in positions]
     fig, ax = plt.subplots(figsize=(1.6 * len(positions) + 2, 4))
@@ -39,27 +35,27 @@ def plot_unit_scores(corpus: UnitCorpus, path: str) -> str:
 
 
 def main(argv=None) -> str:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-chkpt", required=True, help="<name>_predictor.pt (the toolkit's or a published one)")
-    p.add_argument("-resolution", type=int, default=224)
+    p.add_argument("-resolution", type=resolution_flag, default=224)
     p.add_argument("-out_dir", default="units")
     p.add_argument("-top", type=int, default=10, help="units listed per stage, best and worst")
     p.add_argument("-quiet", action="store_true")
+    add_threads_flag(p)
     args = p.parse_args(argv)
-    reuse_freed_memory()
-    try:
-        resolution = validate_resolution(args.resolution)
-    except ArchError as err:
-        raise UserError(f"-resolution: {err}") from None
+    configure(args.threads)
+    check_output_dir(args.out_dir, "-out_dir")
+    from models.checkpoints import load_predictor  # after the flags: --help answers at once
+    from models.unit_scores import score_units
     model, config = load_predictor(args.chkpt)
     if config.get("format", "custom") != "custom":
         raise UserError(f"-chkpt {args.chkpt}: units are scored with a predictor of the custom (sequence-graph) "
                         f"format, this one is {config['format']}")
     start = time.perf_counter()
-    units = score_units(model, config["family"], resolution, config.get("norm", 1), progress=not args.quiet)
+    units = score_units(model, config["family"], args.resolution, config.get("norm", 1), progress=not args.quiet)
     seconds = time.perf_counter() - start
     corpus = UnitCorpus(config["family"], units, config["target"], os.path.basename(args.chkpt))
-    print(f"scored {len(units)} units of {corpus.family} at resolution {resolution} in {seconds:.2f}s "
+    print(f"scored {len(units)} units of {corpus.family} at resolution {args.resolution} in {seconds:.2f}s "
           f"(target {corpus.target!r})")
 
     for position in sorted({u["unit"] for u in units}):
@@ -67,7 +63,7 @@ def main(argv=None) -> str:
         print(f"\nunit {position}: {len(ranked)} units, best {args.top} / worst {args.top}")
         for label, rows in (("best", ranked[:args.top]), ("worst", ranked[-args.top:])):
             for u in rows:
-                print(f"  {label:<5} {u['score']:>12.5g}  {describe_unit(u['config'])}")
+                print(f"  {label:<5} {u['score']:>12.5g}  {describe(u['config'])}")
 
     os.makedirs(args.out_dir, exist_ok=True)
     name = os.path.basename(args.chkpt)[:-len("_predictor.pt")]

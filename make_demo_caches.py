@@ -13,7 +13,6 @@ run resumes where it stopped.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -22,13 +21,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from iterators.caches import CACHE_DIR, write_cache
-from iterators.encoding import encode_archs
 from evaluation.ofa_manager import build_subnet, count_flops_params, cpu_name, measure_latency
+from iterators.caches import check_not_smaller, write_cache
+from iterators.encoding import encode_archs
+from iterators.errors import ArgumentParser, UserError, check_output_dir, reading, run_cli, warn
+from iterators.paths import CACHE_DIR, REPO
 from iterators.search_space import FAMILIES, PAPER_RESOLUTIONS, arch_from_json, make_arch, random_arch
-from models.checkpoints import load_predictor
+from models.checkpoints import check_predictor, load_predictor
 
-UPSTREAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "upstream_l1", "l1_models")
+UPSTREAM = os.path.join(os.path.dirname(REPO), "shared", "upstream_l1", "l1_models")
 
 
 def acc_checkpoint(family: str, folder: str) -> str:
@@ -51,19 +52,46 @@ def reference_arch(family: str):
     return make_arch([[fam.block_name(4, 5)] * (3 if 3 in d else d[0]) for d in fam.stage_depths], 192, family)
 
 
-def measure(family: str, n: int, seed: int, warmup: int, repeats: int, threads: int, out_dir: str) -> list[dict]:
-    """Measure every sampled architecture, resuming from the partial file of an earlier run.
+def read_partial(path: str, family: str) -> dict[str, dict]:
+    """The rows measured by an earlier run, by architecture key. A torn last line (the run was killed while writing
+    it) is cut off with a warning, so that it is measured again; a bad line anywhere else is refused."""
+    if not os.path.exists(path):
+        return {}
+    done = {}
+    fix = "delete it to measure everything again"
+    with reading(path, "partial measurement file", fix):
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")
+        kept = 0  # bytes of the complete lines
+        for line_no, line in enumerate(lines, start=1):
+            if not line.strip():
+                kept += len(line) + 1
+                continue
+            try:
+                row = json.loads(line)
+                done[arch_from_json(row, family).key()] = row
+            except ValueError as err:
+                if line_no == len(lines):  # the last line has no newline: written in part when the run was killed
+                    warn(f"{path}: its last line was cut off by an interruption; it is measured again")
+                    with open(path, "r+b") as f:
+                        f.truncate(kept)
+                    break
+                raise UserError(f"{path}:{line_no}: {err}; {fix}") from None
+            kept += len(line) + 1
+    return done
+
+
+def partial_path(out_dir: str, family: str) -> str:
+    return os.path.join(out_dir, f".{family}_measurements.partial.jsonl")
+
+
+def measure(family: str, n: int, seed: int, warmup: int, repeats: int, threads: int, out_dir: str,
+            done: dict[str, dict]) -> list[dict]:
+    """Measure every sampled architecture, resuming from ``done``, the rows of an earlier run (``read_partial``).
 
     Rows of an earlier run without a reference ratio keep their exact FLOPs and parameters; only latency is redone.
     """
-    partial = os.path.join(out_dir, f".{family}_measurements.partial.jsonl")
-    done = {}
-    if os.path.exists(partial):
-        with open(partial) as f:
-            for line in f:
-                if line.strip():
-                    row = json.loads(line)
-                    done[arch_from_json(row, family).key()] = row
+    partial = partial_path(out_dir, family)
     archs = sample_archs(family, n, seed)
     ref = reference_arch(family)
     reference = (build_subnet(ref), ref.resolution)
@@ -86,7 +114,7 @@ def measure(family: str, n: int, seed: int, warmup: int, repeats: int, threads: 
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-families", nargs="+", default=["ofa_mbv3", "ofa_pn"])
     p.add_argument("-n", type=int, default=2000, help="architectures per family")
     p.add_argument("-seed", type=int, default=0)
@@ -95,15 +123,30 @@ def main(argv=None) -> None:
     p.add_argument("-threads", type=int, default=1, help="torch threads during latency measurement")
     p.add_argument("-upstream_dir", default=UPSTREAM, help="folder of the published AutoBuild l1_models")
     p.add_argument("-out_dir", default=CACHE_DIR)
+    p.add_argument("-force", action="store_true", help="replace an existing cache with more architectures than -n")
     args = p.parse_args(argv)
+    if args.n < 1 or args.threads < 1 or args.repeats < 1 or args.warmup < 0:
+        p.error("-n, -threads and -repeats must be at least 1, -warmup at least 0")
+    unknown = [f for f in args.families if f not in FAMILIES]
+    if unknown:
+        p.error(f"-families {' '.join(unknown)}: unknown; choose from {', '.join(FAMILIES)}")
+    check_output_dir(args.out_dir, "-out_dir")
+    for family in args.families:
+        check_not_smaller(os.path.join(args.out_dir, f"{family}_custom_cache.jsonl.gz"), args.n, args.force)
+    labellers, earlier = {}, {}
+    for family in args.families:  # whatever can fail, before hours of measuring
+        chkpt = acc_checkpoint(family, args.upstream_dir)
+        labeller, config = load_predictor(chkpt)
+        check_predictor(config, chkpt, "-upstream_dir", family, "accuracy")
+        labellers[family] = chkpt, labeller
+        earlier[family] = read_partial(partial_path(args.out_dir, family), family)
     os.makedirs(args.out_dir, exist_ok=True)
     torch.set_num_threads(args.threads)  # also for building and profiling: parallel runs must not oversubscribe
     cpu = cpu_name()
     for family in args.families:
-        chkpt = acc_checkpoint(family, args.upstream_dir)
-        labeller, _ = load_predictor(chkpt)  # fail before hours of measuring, not after
-        rows = measure(family, args.n, args.seed, args.warmup, args.repeats, args.threads,
-                       args.out_dir)
+        chkpt, labeller = labellers[family]
+        rows = measure(family, args.n, args.seed, args.warmup, args.repeats, args.threads, args.out_dir,
+                       earlier[family])
         archs = [arch_from_json(r, family) for r in rows]
         with torch.no_grad():
             acc = labeller.predict(encode_archs(archs).batch()).tolist()
@@ -131,9 +174,9 @@ def main(argv=None) -> None:
         write_cache(path, family, archs, entries, metrics, extra_header={"cpu": cpu, "seed": args.seed},
                     notes="Demo cache of the AutoBuild toolkit: random architectures at resolutions 192/208/224; "
                           "subnets built with random weights (latency and FLOPs do not depend on weights).")
-        os.remove(os.path.join(args.out_dir, f".{family}_measurements.partial.jsonl"))
+        os.remove(partial_path(args.out_dir, family))
         print(f"wrote {path}: {len(archs)} architectures")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -10,23 +10,17 @@ any ONNX model, whose input is fixed to -input_size before shape inference.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
-import onnx
-from tqdm import tqdm
-
-from iterators.onnx_ir import OnnxGraphError, graph_from_arch, graph_from_onnx, graphs_to_graphset, op_counts_text
-from iterators.runtime import reuse_freed_memory
+from iterators.errors import ArgumentParser, UserError, check_output_file, reading, run_cli
+from iterators.runtime import add_threads_flag, configure
 from iterators.search_space import ArchError, arch_from_json
-from models.checkpoints import load_predictor
-from models.predictor import predict_archs, predict_graphs
 
 
 def main(argv=None) -> list[float]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-chkpt", required=True, help="<name>_predictor.pt; its config is found by the paper's naming")
     p.add_argument("-archs", default=None, help="JSON list of {resolution, config}")
     p.add_argument("-onnx", default=None, help="an ONNX model file (onnx_ir predictors)")
@@ -34,12 +28,19 @@ def main(argv=None) -> list[float]:
     p.add_argument("-graph_cache", default=".ofa_graph_cache",
                    help="onnx_ir predictors with -archs: where converted OFA subnets are kept")
     p.add_argument("-out", default=None, help="write the predictions here instead of stdout")
+    add_threads_flag(p)
     args = p.parse_args(argv)
-    reuse_freed_memory()
     if (args.archs is None) == (args.onnx is None):
         p.error("give either -archs or -onnx")
+    if args.out:
+        check_output_file(args.out, "-out")
+    configure(args.threads)
+    # imported once the flags are known, so that --help and flag errors answer at once
+    from models.checkpoints import load_predictor
+    from models.predictor import predict_archs, predict_graphs
     model, config = load_predictor(args.chkpt)
     if args.onnx:
+        from iterators.onnx_ir import OnnxGraphError, graphs_to_graphset, op_counts_text
         if config.get("format") != "onnx_ir":
             p.error(f"-onnx needs an onnx_ir predictor; {args.chkpt} reads the {config.get('format')} format")
         if not os.path.isfile(args.onnx):
@@ -55,29 +56,44 @@ def main(argv=None) -> list[float]:
                   f"never saw in training ({op_counts_text(unseen)}); their embeddings are untrained, so the "
                   f"prediction extrapolates", file=sys.stderr)
         return _emit(predict_graphs(model, graphs_to_graphset([graph])), args.out, config)
-    with open(args.archs) as f:
-        entries = json.load(f)
-    if not isinstance(entries, list):
-        p.error(f"{args.archs}: expected a JSON list of architectures")
-    onnx_ir = config.get("format") == "onnx_ir"
-    families = config["family"].split("+")
-    archs = []
-    for i, entry in enumerate(entries):
-        try:  # an onnx_ir predictor may know several families: each architecture's blocks name its own
-            arch = arch_from_json(entry, None if onnx_ir else config["family"])
-        except ArchError as err:
-            p.error(f"{args.archs}: architecture {i}: {err}")
-        if arch.family not in families:
-            p.error(f"{args.archs}: architecture {i} is of {arch.family}; this predictor knows {', '.join(families)}")
-        archs.append(arch)
-    if not onnx_ir:
+    archs = read_archs(args.archs, config)
+    if config.get("format") != "onnx_ir":
         return _emit(predict_archs(model, archs), args.out, config)
+    from tqdm import tqdm
+
+    from iterators.onnx_ir import graph_from_arch, graphs_to_graphset
     graphs = [graph_from_arch(a, args.graph_cache)
               for a in tqdm(archs, desc="OFA subnets -> ONNX-IR", unit="arch", disable=len(archs) < 10)]
     return _emit(predict_graphs(model, graphs_to_graphset(graphs)), args.out, config)
 
 
+def read_archs(path: str, config: dict) -> list:
+    """The architectures of an archs.json, each checked against the families the predictor knows."""
+    onnx_ir = config.get("format") == "onnx_ir"
+    families = config["family"].split("+")
+    fix = 'expected a JSON list of {"resolution": 224, "config": [[block strings of stage 1], ...]}'
+    with reading(path, "architecture list", fix):
+        with open(path) as f:
+            entries = json.load(f)
+        if not isinstance(entries, list) or not entries:
+            raise UserError(f"{path}: {fix}")
+        archs = []
+        for i, entry in enumerate(entries):
+            try:  # an onnx_ir predictor may know several families: each architecture's blocks name its own
+                arch = arch_from_json(entry, None if onnx_ir else config["family"])
+            except ArchError as err:
+                raise UserError(f"{path}: architecture {i}: {err}") from None
+            if arch.family not in families:
+                raise UserError(f"{path}: architecture {i} is of {arch.family}; this predictor knows "
+                                f"{', '.join(families)}")
+            archs.append(arch)
+    return archs
+
+
 def onnx_graph_with_input_size(path: str, input_size: list[int] | None):
+    import onnx
+
+    from iterators.onnx_ir import OnnxGraphError, graph_from_onnx
     model = onnx.load(path)
     if input_size:
         dims = model.graph.input[0].type.tensor_type.shape.dim
@@ -100,4 +116,4 @@ def _emit(preds: list[float], out: str | None, config: dict) -> list[float]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -11,11 +11,11 @@ Corpora written by the original code (*_labeled_sgs.pkl) are read too.
 """
 from __future__ import annotations
 
-import argparse
 import os
 
-from iterators.errors import run_cli
-from iterators.units import ReducedSpace, describe_unit, load_unit_corpus, rank_networks
+from iterators.errors import ArgumentParser, check_output_dir, check_output_file, run_cli
+from iterators.search_space import describe
+from iterators.units import ReducedSpace, load_unit_corpus, rank_networks
 
 
 def default_out(corpus_paths: list[str], ks: list[int], out_dir: str) -> str:
@@ -26,7 +26,7 @@ def default_out(corpus_paths: list[str], ks: list[int], out_dir: str) -> str:
 
 
 def main(argv=None) -> str:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-unit_corpus", nargs="+", required=True,
                    help="one or more *_labeled_sgs.json (label_units.py) or *_labeled_sgs.pkl (the original's)")
     p.add_argument("-k", type=int, nargs="+", required=True, help="one k for all unit positions, or one per position")
@@ -38,6 +38,11 @@ def main(argv=None) -> str:
     p.add_argument("-out_dir", default="evals")
     p.add_argument("-out", default=None, help="output file (default: <out_dir>/<name>_<k>_search_space.json)")
     args = p.parse_args(argv)
+    out = args.out or default_out(args.unit_corpus, args.k, args.out_dir)
+    if args.out:
+        check_output_file(out, "-out", (".json",))
+    else:
+        check_output_dir(args.out_dir, "-out_dir")
     spaces = []
     for path in args.unit_corpus:
         corpus = load_unit_corpus(path)
@@ -50,10 +55,10 @@ def main(argv=None) -> str:
         print(f"unit {position}: {n} units")
     print(f"reduced space: {' x '.join(map(str, space.sizes))} = {space.size:,} networks")
     if args.n > 0:
-        rows = rank_networks(space.scores() if len(spaces) == 1 else [[0.0] * n for n in space.sizes])
-        for i, row in enumerate(rows[:args.n]):
-            print(f"{i:>6}  " + " || ".join(describe_unit(space.candidates[p][j]["config"]) for p, j in enumerate(row)))
-    out = args.out or default_out(args.unit_corpus, args.k, args.out_dir)
+        scores = space.scores() if len(spaces) == 1 else [[0.0] * n for n in space.sizes]
+        best_first = -1 if space.sources[0]["keep"] == "lowest" else 1
+        for i, row in enumerate(rank_networks([[best_first * s for s in pos] for pos in scores], None, 0, args.n)):
+            print(f"{i:>6}  " + " || ".join(describe(space.candidates[pos][j]["config"]) for pos, j in enumerate(row)))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     space.save(out)
     print(f"wrote {out}")

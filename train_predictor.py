@@ -18,29 +18,31 @@ from scipy import stats
 
 from iterators.caches import CACHE_DIR, cache_path, load_cache
 from iterators.encoding import encode_archs
+from iterators.errors import ArgumentParser, UserError, check_output_dir, run_cli
 from iterators.graphs import GraphSet
-from iterators.onnx_ir import graphs_to_graphset, load_graph_cache
-from iterators.runtime import reuse_freed_memory
+from iterators.runtime import add_threads_flag, configure
 from iterators.targets import Target
 from iterators.units import unit_target_moments
 from models.checkpoints import run_name, save_predictor
 from models.encoder import ACTIVATIONS, GNN_TYPES
 from models.loss import RankingLoss
-from models.plots import draw_hop_graphs, ensure_dir, plot_training
 from models.predictor import POOLS, TEST_METRICS, build_predictor
 from models.training import fit, hop_norm_moments, predict_with_embeddings, regression_metrics, split_indices
 
+DEFAULT_FAMILY = "ofa_mbv3"
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-families", default="ofa_mbv3", help="cache family: reads cache/<families>_<format>_cache.*; "
-                   "onnx_ir takes several joined by '+', e.g. ofa_mbv3+ofa_pn")
+    p = ArgumentParser(__doc__)
+    p.add_argument("-families", default=None, help="cache family (default ofa_mbv3, or the family of -cache): reads "
+                   "cache/<families>_<format>_cache.*; onnx_ir takes several joined by '+', e.g. ofa_mbv3+ofa_pn")
     p.add_argument("-target", default="acc", help="expression over the cache's metrics, e.g. '(acc*100)/latency_gpu'")
     p.add_argument("-format", default="custom", choices=["custom", "onnx_ir"])
     p.add_argument("-cache", default=None, help="read this cache file instead (.jsonl.gz, .pkl or OFA-notation .json)")
     p.add_argument("-cache_dir", default=CACHE_DIR, help="where <family>_<format>_cache.* files are looked up")
     p.add_argument("-epochs_predictor", type=int, default=200)
     p.add_argument("-batch_size", type=int, default=128)
+    p.add_argument("-lr", type=float, default=1e-4, help="AdamW learning rate")
     p.add_argument("-gnn_type", default="GATv2Conv", choices=GNN_TYPES)
     p.add_argument("-gnn_dim", type=int, default=32)
     p.add_argument("-num_layers", type=int, default=4)
@@ -54,13 +56,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("-plots", action="store_true", help="save training/test plots and the best network per hop")
     p.add_argument("-out_dir", default=".", help="where saved_models/, configs/ and plots/ are written")
     p.add_argument("-quiet", action="store_true", help="no progress bar")
+    add_threads_flag(p)
     args = p.parse_args(argv)
+    if not args.lr > 0:
+        p.error("-lr must be positive")
     for name in ("epochs_predictor", "batch_size", "gnn_dim", "num_layers", "norm"):
         if getattr(args, name) < 1:
             p.error(f"-{name} must be at least 1")
     if args.batch_size < 2:
         p.error("-batch_size must be at least 2 (batch norm)")
-    if args.format == "custom" and "+" in args.families:
+    if args.format == "custom" and "+" in (args.families or ""):
         p.error("the custom format is family-specific: train on several families with -format onnx_ir")
     return args
 
@@ -78,13 +83,16 @@ class Dataset(NamedTuple):
 
 def load_dataset(args, target: Target) -> Dataset:
     if args.format == "custom":
-        path = args.cache or cache_path(args.families, "custom", args.cache_dir)
-        cache = load_cache(path)
+        path = args.cache or cache_path(args.families or DEFAULT_FAMILY, "custom", args.cache_dir)
+        cache = load_cache(path, args.families or (None if args.cache else DEFAULT_FAMILY))  # a header must agree
+        args.families = cache.family
         y, keep = target.evaluate(cache.entries, cache.metrics)
         archs = [a for a, k in zip(cache.archs, keep) if k]
         return Dataset(encode_archs(archs), y, [cache.family] * len(archs), archs, keep, path, cache.family)
+    args.families = args.families or DEFAULT_FAMILY
     if args.cache and "+" in args.families:
-        raise SystemExit("-cache names one file: use -cache_dir to train on several families")
+        raise UserError("-cache names one file: use -cache_dir to train on several families")
+    from iterators.onnx_ir import graphs_to_graphset, load_graph_cache
     graphs, entries, families = [], [], []
     for family in args.families.split("+"):
         path = args.cache or cache_path(family, "onnx_ir", args.cache_dir)
@@ -103,13 +111,16 @@ def format_metrics(metrics: dict) -> str:
 
 
 def format_report(metrics: dict, hop_srcc: list[float], readout: dict, hop_moments: torch.Tensor,
-                  target: str) -> str:
+                  target: str, unseen: dict | None = None) -> str:
     lines = [f"Test set ({target}): " + format_metrics(metrics)]
     lines.append("Spearman of the hop-level graph-embedding norm with the target: " +
                  ", ".join(f"hop {h}: {v:+.4f}" for h, v in enumerate(hop_srcc)))
     lines.append("FE-MLP read-out (score of each feature value, larger = more influential):")
     for category, scores in readout.items():
         lines.append(f"  {category:<11}" + "  ".join(f"{k}={v:.3f}" for k, v in scores.items()))
+    if unseen:
+        lines.append("  never seen in training (scores untrained, not listed): " +
+                     ", ".join(f"{category} {' '.join(values)}" for category, values in unseen.items()))
     lines.append("Hop moments of node-embedding norms (training set): " +
                  ", ".join(f"hop {h}: N({m:.3f}, {s:.3f})" for h, (m, s) in enumerate(hop_moments.t().tolist())))
     return "\n".join(lines)
@@ -117,7 +128,8 @@ def format_report(metrics: dict, hop_srcc: list[float], readout: dict, hop_momen
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    reuse_freed_memory()
+    check_output_dir(args.out_dir, "-out_dir")  # before the training, not after it
+    configure(args.threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
 
@@ -126,7 +138,8 @@ def main(argv=None) -> dict:
     print(f"{source}: {len(keep)} networks of {family}; target {args.target!r} on {len(y)}"
           + (f", {int((~keep).sum())} skipped for a missing or non-finite metric" if (~keep).any() else ""))
     if len(y) < 20:
-        raise SystemExit(f"only {len(y)} networks have the target: too few to train and test on")
+        raise UserError(f"-target {args.target!r}: only {len(y)} networks of {source} have it: too few to train and "
+                        f"test on")
 
     train_idx, test_idx = split_indices(len(y), args.seed)
     config = {**vars(args), "family": family, "cache": os.path.basename(source)}
@@ -141,7 +154,7 @@ def main(argv=None) -> dict:
 
     start = time.perf_counter()
     history = fit(model, graphs, y_std, train_idx, args.epochs_predictor, args.batch_size,
-                  RankingLoss(args.corr_lambda, args.norm), args.seed, progress=not args.quiet)
+                  RankingLoss(args.corr_lambda, args.norm), args.seed, lr=args.lr, progress=not args.quiet)
     train_seconds = time.perf_counter() - start
 
     preds, norms = predict_with_embeddings(model, graphs, test_idx, args.norm)
@@ -155,16 +168,17 @@ def main(argv=None) -> dict:
                       for f in family_sizes}
     model.test_metrics.copy_(torch.tensor([metrics[k] for k in TEST_METRICS]))
     model.hop_moments.copy_(hop_norm_moments(model, graphs, train_idx, args.norm))
-    readout = model.fe_readout()
+    readout, unseen = model.fe_readout(), model.fe_mlp.unseen()
 
     print(f"trained {len(history)} epochs in {train_seconds:.1f}s ({train_seconds / max(len(history), 1):.3f} s/epoch)"
           f" on {len(train_idx)} architectures, tested on {len(test_idx)}")
-    print(format_report(metrics, hop_srcc, readout, model.hop_moments, args.target))
+    print(format_report(metrics, hop_srcc, readout, model.hop_moments, args.target, unseen))
     for f, m in per_family.items():
         print(f"  {f} ({family_sizes[f]} test networks): {format_metrics(m)}")
 
     config["results"] = {"test": metrics, "test_per_family": per_family, "hop_spearman": hop_srcc,
-                         "fe_readout": readout, "hop_moments": model.hop_moments.tolist(), "epochs_done": len(history),
+                         "fe_readout": readout, "fe_unseen": unseen, "hop_moments": model.hop_moments.tolist(),
+                         "epochs_done": len(history),
                          "seconds_per_epoch": train_seconds / max(len(history), 1), "n_train": len(train_idx),
                          "n_test": len(test_idx), "n_skipped": int((~keep).sum()), "loss_history": history}
     model_path, config_path = save_predictor(model, config, os.path.join(args.out_dir, "saved_models"),
@@ -172,6 +186,7 @@ def main(argv=None) -> dict:
     print(f"saved {model_path} and {config_path}")
 
     if args.plots:
+        from models.plots import draw_hop_graphs, ensure_dir, plot_training
         plot_dir = ensure_dir(os.path.join(args.out_dir, "plots"))
         prefix = os.path.join(plot_dir, config["chkpt"])
         print("plots:", plot_training(history, y[test_idx], preds, args.target, prefix + "_training.png"))
@@ -187,4 +202,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -23,7 +23,6 @@ Everything is kept in -work_dir, so an interrupted run resumes where it stopped;
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -39,8 +38,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_predictor  # noqa: E402
 from evaluation.evaluators import PREDICTED_SUFFIX, PUBLISHED_DEVICES, make_evaluator  # noqa: E402
 from iterators.caches import load_cache, write_cache  # noqa: E402
-from iterators.errors import UserError, run_cli  # noqa: E402
-from iterators.runtime import reuse_freed_memory  # noqa: E402
+from iterators.errors import ArgumentParser, UserError, run_cli  # noqa: E402
+from iterators.paths import REPO  # noqa: E402
+from iterators.runtime import add_threads_flag, configure  # noqa: E402
 from iterators.search_space import FAMILIES, Arch, random_arch  # noqa: E402
 from iterators.units import ReducedSpace, UnitCorpus, load_unit_corpus  # noqa: E402
 from models.checkpoints import load_predictor, run_name  # noqa: E402
@@ -52,7 +52,6 @@ from rm_search.plots import plot_hypervolume_curves  # noqa: E402
 from rm_search.search import DIRECTIONS, MemoryObjectives, SearchConfig, SearchState, paper_schedule, run_search  # noqa
 from rm_search.space import SearchSpace  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLISHED_L1 = os.path.join(os.path.dirname(REPO), "shared", "upstream_l1", "l1_models")
 # combined targets: the paper's, then latency weighted twice and four times as much (exponents of its denominator)
 COMBINED = ("np.power(100, acc)/(np.log10({cost}+1)+1)", "np.power(100, acc)/np.power(np.log10({cost}+1)+1, 2)",
@@ -257,7 +256,7 @@ def markdown(summary: dict, budgets: list[int], references: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-families", nargs="+", default=sorted(FAMILIES), choices=sorted(FAMILIES))
     p.add_argument("-acc_oracle", nargs="+", default=None,
                    help="accuracy oracle checkpoint(s), one per family (default: the published acc predictors)")
@@ -275,11 +274,12 @@ def main(argv=None) -> dict:
     p.add_argument("-resolution", type=int, default=224)
     p.add_argument("-work_dir", default="bench_search_work")
     p.add_argument("-out_dir", default="bench_search_out")
+    add_threads_flag(p)
     args = p.parse_args(argv)
     for b in args.budgets:
         if b < 5 or b % 5:
             raise UserError(f"-budgets: {b} does not split into the paper's 5 equal parts")
-    reuse_freed_memory()
+    configure(args.threads)
     os.makedirs(args.work_dir, exist_ok=True)
     os.makedirs(args.out_dir, exist_ok=True)
     runs_path = os.path.join(args.work_dir, "runs.jsonl")

@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import sys
@@ -23,9 +22,9 @@ from scipy import stats
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.bench_search import COMBINED, PUBLISHED_L1, REFERENCE_SAMPLE, oracles_for, training_cache, unit_corpus  # noqa
 from evaluation.evaluators import PREDICTED_SUFFIX  # noqa: E402
-from iterators.errors import run_cli  # noqa: E402
-from iterators.search_space import FAMILIES, random_arch  # noqa: E402
-from iterators.units import (ReducedSpace, UnitCorpus, assemble, describe_unit, rank_networks,  # noqa: E402
+from iterators.errors import ArgumentParser, run_cli  # noqa: E402
+from iterators.search_space import FAMILIES, describe, random_arch  # noqa: E402
+from iterators.units import (ReducedSpace, UnitCorpus, assemble, rank_networks,  # noqa: E402
                              split_into_units)
 from rm_search.search import MemoryObjectives  # noqa: E402
 from rm_search.space import SearchSpace  # noqa: E402
@@ -74,7 +73,7 @@ def unit_order_check(corpora: dict[str, UnitCorpus], oracle_of: dict, family: st
 
 
 def main(argv=None) -> str:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("-families", nargs="+", default=sorted(FAMILIES), choices=sorted(FAMILIES))
     p.add_argument("-acc_oracle", nargs="+", default=None)
     p.add_argument("-cost_oracle", nargs="+", default=[d + PREDICTED_SUFFIX for d in ("2080ti", "2990wx", "kirin9000")])
@@ -121,7 +120,7 @@ def main(argv=None) -> str:
                 lines.append(f"- {name}: {space_extent(space, objectives, args.resolution, reference, best)}")
             lines += ["", "What top-3 by accuracy keeps, per position:", ""]
             for position, cands in enumerate(spaces["top-3 by accuracy"].candidates, start=1):
-                lines.append(f"- unit {position}: " + "; ".join(describe_unit(c["config"]) for c in cands))
+                lines.append(f"- unit {position}: " + "; ".join(describe(c["config"]) for c in cands))
             lines += ["", "Does label_units' order match the oracle's order of whole networks containing the unit?",
                       ""]
             lines += unit_order_check({"acc": acc, cost.label: cost_corpus},

@@ -20,7 +20,8 @@ from torchvision import datasets, transforms
 from tqdm import tqdm
 from ofa.imagenet_classification.elastic_nn.utils import set_running_statistics
 
-from evaluation.ofa_manager import build_subnet, load_supernet
+from evaluation.ofa_manager import build_subnet, check_device, check_supernet_file, load_supernet
+from iterators.errors import MissingFileError, UserError
 from iterators.search_space import Arch, get_family
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,34 +49,24 @@ def _first_class_with_files(split_dir: str) -> tuple[bool, bool]:
 
 
 def check_imagenet_dir(imagenet_dir: str) -> None:
-    """Raise FileNotFoundError, naming the expected layout, unless ``imagenet_dir`` has non-empty train/ and val/
-    class folders."""
+    """Raise MissingFileError (a FileNotFoundError), naming the expected layout, unless ``imagenet_dir`` has
+    non-empty train/ and val/ class folders."""
     where = os.fspath(imagenet_dir)
     if not os.path.isdir(where):
-        raise FileNotFoundError(f"no ImageNet folder at {where!r}: expected {_LAYOUT}; {_NOT_DOWNLOADED}")
+        raise MissingFileError(f"no ImageNet folder at {where!r}: expected {_LAYOUT}; {_NOT_DOWNLOADED}")
     for split in ("train", "val"):
         split_dir = os.path.join(where, split)
         if not os.path.isdir(split_dir):
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"ImageNet folder {where!r} has no {split}/ subfolder: expected {_LAYOUT}; {_NOT_DOWNLOADED}")
         has_classes, has_files = _first_class_with_files(split_dir)
         if not has_classes:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{split_dir!r} has no class subfolders (images lying directly in {split}/ are not enough: sort them "
                 f"into one folder per class): expected {_LAYOUT}; {_NOT_DOWNLOADED}")
         if not has_files:
-            raise FileNotFoundError(f"the class folders of {split_dir!r} are empty: expected {_LAYOUT}; "
+            raise MissingFileError(f"the class folders of {split_dir!r} are empty: expected {_LAYOUT}; "
                                     f"{_NOT_DOWNLOADED}")
-
-
-def check_supernet_path(family: str, supernet_path: str) -> None:
-    """Raise FileNotFoundError, naming the expected checkpoint of ``family`` and who distributes it, unless
-    ``supernet_path`` is a file."""
-    get_family(family)
-    if not os.path.isfile(supernet_path):
-        # load_supernet checks the path before doing any work and owns the message (expected file name, source)
-        load_supernet(family, supernet_path)
-        raise FileNotFoundError(f"no supernet checkpoint at {os.fspath(supernet_path)!r}")  # not reached
 
 
 def calib_transform(resolution: int, color_jitter: bool = True) -> transforms.Compose:
@@ -131,7 +122,7 @@ class AccuracyEvaluator:
                  workers: int = 0, device: str = "cpu", seed: int = 0, color_jitter: bool = True,
                  progress: bool = True):
         self.family = get_family(family).name
-        check_supernet_path(self.family, supernet_path)
+        check_supernet_file(self.family, supernet_path)
         check_imagenet_dir(imagenet_dir)
         for name, value in (("calib_images", calib_images), ("calib_batch_size", calib_batch_size),
                             ("eval_batch_size", eval_batch_size)):
@@ -141,10 +132,8 @@ class AccuracyEvaluator:
                                            or max_val_images < 1):
             raise ValueError(f"max_val_images must be None or a positive integer, got {max_val_images!r}")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} was requested but CUDA is not available on this machine")
+            raise UserError(f"-num_workers must be an integer >= 0, got {workers!r}")
+        self.device = check_device(device)
 
         self.imagenet_dir = os.fspath(imagenet_dir)
         self.calib_images, self.calib_batch_size, self.eval_batch_size = calib_images, calib_batch_size, eval_batch_size
@@ -170,8 +159,8 @@ class AccuracyEvaluator:
                 indices = sorted(torch.randperm(len(folder), generator=gen)[:n].tolist())
             else:
                 if len(folder.classes) > self.n_classes:
-                    raise ValueError(f"{folder.root!r} has {len(folder.classes)} class folders, more than the "
-                                     f"{self.n_classes} outputs of the {self.family} classifier")
+                    raise UserError(f"-imagenet_dir: {folder.root!r} has {len(folder.classes)} class folders, more "
+                                    f"than the {self.n_classes} outputs of the {self.family} classifier")
                 if len(folder.classes) != self.n_classes:
                     warnings.warn(f"{folder.root!r} has {len(folder.classes)} class folders, not "
                                   f"{self.n_classes}: labels are the indices of the sorted class folders, which match "

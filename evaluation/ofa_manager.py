@@ -18,12 +18,38 @@ import torch
 from torch import nn
 from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3, OFAProxylessNASNets
 
+from iterators.errors import MissingFileError, UserError, reading
+from iterators.safe_pickle import load_tensors
 from iterators.search_space import EXPANSIONS, KERNELS, Arch, get_family, to_ofa
 
 _SUPERNETS = {  # family -> (class, width multiplier, name of OFA's published checkpoint)
     "ofa_mbv3": (OFAMobileNetV3, 1.2, "ofa_mbv3_d234_e346_k357_w1.2"),
     "ofa_pn": (OFAProxylessNASNets, 1.3, "ofa_proxyless_d234_e346_k357_w1.3"),
 }
+
+
+class NoCudaError(UserError, RuntimeError):
+    """A CUDA device was asked for on a machine without one."""
+
+
+def check_device(device: str | torch.device, flag: str = "-device") -> torch.device:
+    """``device`` as a torch.device; a CUDA device where none is available is refused."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"{flag} {device!r} is not a device; use cpu, cuda or cuda:<index>") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"{flag} {device!r}: use cpu, cuda or cuda:<index>")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise NoCudaError(f"{flag} {device}: CUDA is not available on this machine; use -device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise NoCudaError(f"{flag} {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+def default_device() -> str:
+    """cuda when a GPU is available, else cpu."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def checkpoint_name(family: str) -> str:
@@ -42,16 +68,24 @@ def build_supernet(family: str) -> nn.Module:
     return _new_supernet(family)
 
 
+def check_supernet_file(family: str, path: str | os.PathLike) -> None:
+    """Raise MissingFileError, naming the expected checkpoint of ``family`` and who distributes it, unless ``path``
+    is a file."""
+    if not os.path.isfile(path):
+        raise MissingFileError(
+            f"no supernet checkpoint at {os.fspath(path)!r}: expected the file {checkpoint_name(family)!r}, "
+            f"distributed by the original OFA authors (mit-han-lab/once-for-all); this toolkit never downloads it")
+
+
 def load_supernet(family: str, path: str | os.PathLike) -> nn.Module:
     """A new supernet for ``family`` with the weights of the local checkpoint ``path`` (OFA's ``{"state_dict": ...}``
     files or a bare state dict). Not cached: keep the returned module and pass it to ``build_subnet``."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"no supernet checkpoint at {os.fspath(path)!r}: expected the file {checkpoint_name(family)!r}, "
-            f"distributed by the original OFA authors (mit-han-lab/once-for-all); this toolkit never downloads it")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    check_supernet_file(family, path)
+    fix = f"give OFA's {checkpoint_name(family)}"
+    checkpoint = load_tensors(path, "supernet checkpoint", fix)
     supernet = _new_supernet(family)
-    supernet.load_state_dict(checkpoint.get("state_dict", checkpoint))
+    with reading(path, "supernet checkpoint", fix):
+        supernet.load_state_dict(checkpoint.get("state_dict", checkpoint))
     return supernet
 
 
@@ -101,11 +135,7 @@ def measure_latency(model: nn.Module, resolution: int, device: str = "cpu", warm
     """
     if warmup < 0 or repeats < 1 or threads < 1:
         raise ValueError("need warmup >= 0, repeats >= 1 and threads >= 1")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"latency on {device!r} was requested but CUDA is not available on this machine")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {device!r}")
+    dev = check_device(device, "latency device")
 
     runs = [(model, resolution)] + ([reference] if reference is not None else [])
     runs = [(copy.deepcopy(m).eval().to(dev),

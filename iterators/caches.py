@@ -19,16 +19,19 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from iterators.errors import UserError, reading
+from iterators.paths import CACHE_DIR
 from iterators.safe_pickle import restricted_load
 from iterators.search_space import Arch, FAMILIES, arch_from_json, from_ofa, make_arch
 
 CACHE_VERSION = 1
-CACHE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cache")
 ARCH_KEYS = ("resolution", "config", "graph")
+GRAPH_FORMATS = ("custom", "onnx_ir")
+FIX = "give a cache written by make_demo_caches.py, a published AutoBuild .pkl or an OFA-notation .json"
 
 
-class CacheError(ValueError):
-    pass
+class CacheError(UserError, ValueError):
+    """A cache file that cannot be used: one line naming the file, what is wrong and what to do."""
 
 
 @dataclass
@@ -73,60 +76,119 @@ def write_cache(path: str, family: str, archs: list[Arch | None], entries: list[
     os.replace(tmp, path)
 
 
-def read_own_cache(path: str) -> Cache:
-    with gzip.open(path, "rt") as f:
-        header = json.loads(f.readline())
-        if header.get("autobuild_cache") != CACHE_VERSION:
-            raise CacheError(f"{path}: not an AutoBuild cache of version {CACHE_VERSION} (header: {header})")
-        family = header["family"]
+def _metrics(row: dict, where: str) -> dict:
+    """The metric values of a cache row (numbers; null for a missing value), without the architecture keys."""
+    metrics = {k: v for k, v in row.items() if k not in ARCH_KEYS}
+    for name, value in metrics.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise CacheError(f"{where}: metric {name!r} is {value!r}, not a number; {FIX}")
+    return metrics
+
+
+def read_own_cache(path: str, family: str | None = None) -> Cache:
+    """The toolkit's .jsonl.gz format; with ``family``, a cache whose header names another family is refused."""
+    with reading(path, "cache", FIX), gzip.open(path, "rt") as f:
+        first = f.readline()
+        if not first.strip():
+            raise CacheError(f"{path} is empty: not a cache; {FIX}")
+        header = json.loads(first)
+        if not isinstance(header, dict) or header.get("autobuild_cache") != CACHE_VERSION:
+            raise CacheError(f"{path}: line 1 is not the header of an AutoBuild cache of version {CACHE_VERSION}; "
+                             f"{FIX}")
+        cache_family, graph_format = header.get("family"), header.get("format", "custom")
+        if graph_format not in GRAPH_FORMATS:
+            raise CacheError(f"{path}: the header names format {graph_format!r}; expected {' or '.join(GRAPH_FORMATS)}")
+        # an onnx_ir cache may hold networks of any family (any name); a custom one only OFA architectures
+        if not isinstance(cache_family, str) or not cache_family or (graph_format == "custom"
+                                                                     and cache_family not in FAMILIES):
+            raise CacheError(f"{path}: the header names family {cache_family!r}; a {graph_format} cache needs "
+                             f"{'one of ' + ', '.join(FAMILIES) if graph_format == 'custom' else 'a family name'}")
+        _check_family(path, cache_family, family)
         archs, entries, graphs = [], [], []
         for line_no, line in enumerate(f, start=2):
-            row = json.loads(line)
+            where = f"{path}:{line_no}"
             try:
-                archs.append(arch_from_json(row, family) if "config" in row else None)
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError("not a JSON object")
+                archs.append(arch_from_json(row, cache_family) if "config" in row else None)
             except ValueError as err:
-                raise CacheError(f"{path}:{line_no}: {err}") from None
-            if header.get("format") == "onnx_ir":
+                raise CacheError(f"{where}: {err}; {FIX}") from None
+            if graph_format == "onnx_ir":
                 if "graph" not in row:
-                    raise CacheError(f"{path}:{line_no}: an onnx_ir cache entry needs a 'graph'")
+                    raise CacheError(f"{where}: an onnx_ir cache entry needs a 'graph'")
                 graphs.append(row["graph"])
-            entries.append({k: v for k, v in row.items() if k not in ARCH_KEYS})
-    return Cache(family, archs, entries, header, graphs or None)
+            entries.append(_metrics(row, where))
+    if not archs:
+        raise CacheError(f"{path} holds a header but no architectures; {FIX}")
+    return Cache(cache_family, archs, entries, header, graphs or None)
+
+
+def _check_family(path: str, found: str, expected: str | None) -> None:
+    if expected is not None and found != expected:
+        raise CacheError(f"{path} is a cache of {found}, not {expected}: pass -families {found}, or the cache of "
+                         f"{expected}")
 
 
 def read_published_cache(path: str) -> Cache:
     """A published AutoBuild custom-format cache (pickled list of dicts)."""
-    data = restricted_load(path)
-    if not isinstance(data, list) or not data or not isinstance(data[0], dict) or "original config" not in data[0]:
-        raise CacheError(f"{path}: expected a list of dicts with an 'original config' key")
+    with reading(path, "published AutoBuild cache", FIX):
+        data = restricted_load(path)
+    if not isinstance(data, list) or not data or not all(isinstance(e, dict) and "original config" in e
+                                                         for e in data):
+        raise CacheError(f"{path}: expected a pickled list of dicts with an 'original config' key (a published "
+                         f"AutoBuild cache)")
     archs, entries = [], []
     for i, entry in enumerate(data):
-        resolution, config = entry["original config"]
         try:
+            resolution, config = entry["original config"]
             archs.append(make_arch(config, resolution))
-        except ValueError as err:
+        except (TypeError, ValueError) as err:
             raise CacheError(f"{path}: entry {i}: {err}") from None
-        entries.append({k: v for k, v in entry.items() if k != "original config" and isinstance(v, (int, float))})
+        entries.append({k: v for k, v in entry.items() if k != "original config" and isinstance(v, (int, float))
+                        and not isinstance(v, bool)})
+    families = {a.family for a in archs}
+    if len(families) > 1:
+        raise CacheError(f"{path} mixes architectures of {' and '.join(sorted(families))}")
     return Cache(archs[0].family, archs, entries, {"source": os.path.basename(path)})
 
 
 def read_ofa_records(path: str) -> Cache:
     """Measurements recorded with OFA tools (e.g. ../shared/HELP/): ``{"archs": [{"ks", "e", "d", "r",
     "latency_ms": {"<device>": ms, ...}}, ...]}``; every latency becomes a metric ``latency_<device>``."""
-    with open(path) as f:
-        records = json.load(f)
-    records = records["archs"] if isinstance(records, dict) else records
+    with reading(path, "OFA-notation JSON", FIX):
+        with open(path) as f:
+            records = json.load(f)
+        records = records["archs"] if isinstance(records, dict) else records
+        if not isinstance(records, list):
+            raise CacheError(f"{path}: expected a list of OFA subnets (or {{\"archs\": [...]}})")
     archs, entries = [], []
     for i, rec in enumerate(records):
         try:
             archs.append(from_ofa(rec))
-        except ValueError as err:
+            entries.append(_metrics({f"latency_{k}": v for k, v in rec.get("latency_ms", {}).items()},
+                                    f"{path}: record {i}"))
+        except (ValueError, AttributeError) as err:
             raise CacheError(f"{path}: record {i}: {err}") from None
-        entries.append({f"latency_{k}": v for k, v in rec.get("latency_ms", {}).items()})
     if not archs:
         raise CacheError(f"{path}: no architectures")
+    families = {a.family for a in archs}
+    if len(families) > 1:
+        raise CacheError(f"{path} mixes architectures of {' and '.join(sorted(families))}")
     metrics = {m: {"unit": "ms", "source": f"measured, {os.path.basename(path)}"} for m in entries[0]}
     return Cache(archs[0].family, archs, entries, {"metrics": metrics, "source": os.path.basename(path)})
+
+
+def check_not_smaller(path: str, n: int, force: bool) -> None:
+    """Refuse to replace a cache of more than ``n`` architectures (e.g. a shipped one) unless ``force``."""
+    if force or not os.path.exists(path):
+        return
+    with reading(path, "cache", "pass -force to replace it"), gzip.open(path, "rt") as f:
+        header = json.loads(f.readline())
+        count = header.get("count") if isinstance(header, dict) else None
+    if not isinstance(count, int) or count > n:
+        raise CacheError(f"{path} holds {count if isinstance(count, int) else 'an unknown number of'} architectures, "
+                         f"more than -n {n}: pass -force to replace it, or write elsewhere with -out_dir")
 
 
 def cache_path(family: str, graph_format: str = "custom", cache_dir: str = CACHE_DIR) -> str:
@@ -141,12 +203,16 @@ def cache_path(family: str, graph_format: str = "custom", cache_dir: str = CACHE
         f"original authors with their code, github.com/Ascend-Research/AutoBuild; put it in {cache_dir})")
 
 
-def load_cache(path: str) -> Cache:
-    """Own format (.jsonl.gz), published pickle (.pkl) or OFA-notation records (.json), by extension."""
+def load_cache(path: str, family: str | None = None) -> Cache:
+    """Own format (.jsonl.gz), published pickle (.pkl) or OFA-notation records (.json), by extension. With
+    ``family``, a cache of another family is refused (its header, or its blocks, say which it is)."""
     if not os.path.exists(path):
-        raise CacheError(f"no cache file at {path}")
+        raise CacheError(f"{path}: no such cache file")
     if path.endswith(".pkl"):
-        return read_published_cache(path)
-    if path.endswith(".json"):
-        return read_ofa_records(path)
-    return read_own_cache(path)
+        cache = read_published_cache(path)
+    elif path.endswith(".json"):
+        cache = read_ofa_records(path)
+    else:
+        return read_own_cache(path, family)
+    _check_family(path, cache.family, family)
+    return cache

@@ -12,19 +12,18 @@ Node feature layout (one row per block, in network order):
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import torch
-from torch_geometric.data import Data
 
 from iterators.graphs import GraphSet
 from iterators.search_space import EXPANSIONS, FAMILIES, KERNELS, Arch
 
 FEATURES = ("stage", "layer", "block_type", "expansion", "kernel", "resolution")
 N_FEATURES = len(FEATURES)
-_E_INDEX = {e: i for i, e in enumerate(EXPANSIONS)}
-_K_INDEX = {k: i for i, k in enumerate(KERNELS)}
+# (e, k) -> e_index * 3 + k_index: one small integer per block
+_BLOCK_CODE = {(e, k): i * len(KERNELS) + j for i, e in enumerate(EXPANSIONS) for j, k in enumerate(KERNELS)}
 
 
 def block_type_index(block_type: int) -> int:
@@ -35,37 +34,34 @@ def resolution_feature(resolution: float) -> float:
     return (resolution - 192) / 32
 
 
-def sequence_rows(stages: Sequence[Sequence[tuple[int, int]]], block_type: int, resolution: int,
-                  first_stage: int = 0) -> list[tuple]:
-    """Feature rows of the blocks of ``stages`` (lists of (e, k)), the first of them placed at ``first_stage``."""
-    t, r = block_type_index(block_type), resolution_feature(resolution)
-    return [(first_stage + s, layer, t, _E_INDEX[e], _K_INDEX[k], r)
-            for s, stage in enumerate(stages) for layer, (e, k) in enumerate(stage)]
-
-
-def arch_rows(arch: Arch) -> list[tuple]:
-    return sequence_rows(arch.stages, FAMILIES[arch.family].block_type, arch.resolution)
-
-
-def encode_arch(arch: Arch, y: float | None = None) -> Data:
-    """One architecture as a torch_geometric ``Data`` (x: [n_blocks, 6], edge_index: [2, n_blocks-1])."""
-    x = torch.tensor(arch_rows(arch), dtype=torch.float32)
-    src = torch.arange(x.shape[0] - 1)
-    data = Data(x=x, edge_index=torch.stack([src, src + 1]))
-    if y is not None:
-        data.y = torch.tensor([y], dtype=torch.float32)
-    return data
-
-
-def sequences_to_graphset(rows_per_graph: Iterable[list[tuple]]) -> GraphSet:
-    """Stack the feature rows of many sequence graphs into a GraphSet."""
-    lengths, flat = [], []
-    for rows in rows_per_graph:
-        lengths.append(len(rows))
-        flat.extend(rows)
-    x = torch.tensor(flat, dtype=torch.float32).reshape(-1, N_FEATURES)
-    return GraphSet.sequences(x, torch.tensor(lengths))
+def _ranks_within(counts: np.ndarray) -> np.ndarray:
+    """[0, 1, .., c_0 - 1, 0, 1, .., c_1 - 1, ...] for counts c."""
+    starts = np.cumsum(counts) - counts
+    return np.arange(int(counts.sum())) - np.repeat(starts, counts)
 
 
 def encode_archs(archs: Iterable[Arch]) -> GraphSet:
-    return sequences_to_graphset(arch_rows(a) for a in archs)
+    """Sequence graphs of architectures, one node per block in network order (columns in the module docstring).
+
+    One pass of Python collects each architecture's block codes and stage depths; the columns are then built with
+    array arithmetic, so encoding keeps pace with the chain path's inference.
+    """
+    codes, stage_depths, n_stages, n_blocks, block_types, resolutions = [], [], [], [], [], []
+    for arch in archs:
+        depths = arch.depths
+        codes.extend(_BLOCK_CODE[block] for stage in arch.stages for block in stage)
+        stage_depths.extend(depths)
+        n_stages.append(len(depths))
+        n_blocks.append(sum(depths))
+        block_types.append(block_type_index(FAMILIES[arch.family].block_type))
+        resolutions.append(resolution_feature(arch.resolution))
+    stage_depths, n_blocks = np.array(stage_depths, dtype=np.int64), np.array(n_blocks, dtype=np.int64)
+    codes = np.array(codes, dtype=np.int64)
+    x = np.empty((len(codes), N_FEATURES), dtype=np.float32)
+    x[:, 0] = np.repeat(_ranks_within(np.array(n_stages, dtype=np.int64)), stage_depths)
+    x[:, 1] = _ranks_within(stage_depths)
+    x[:, 2] = np.repeat(block_types, n_blocks)
+    x[:, 3] = codes // len(KERNELS)
+    x[:, 4] = codes % len(KERNELS)
+    x[:, 5] = np.repeat(np.array(resolutions, dtype=np.float32), n_blocks)
+    return GraphSet.sequences(torch.from_numpy(x), torch.from_numpy(n_blocks))

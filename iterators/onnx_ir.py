@@ -395,7 +395,7 @@ def load_graph_cache(path: str, family: str) -> tuple[list[OnnxGraph], list[dict
         entries = read_legacy_onnx_cache(path)
         graphs = [e.pop("graph") for e in entries]
         return graphs, [{k: v for k, v in e.items() if isinstance(v, (int, float))} for e in entries]
-    cache = read_own_cache(path)
+    cache = read_own_cache(path, family)
     if cache.graphs is None:
         raise CacheError(f"{path} is a {cache.header.get('format')} cache, not onnx_ir")
     return [graph_from_record(g) for g in cache.graphs], cache.entries

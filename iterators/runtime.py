@@ -1,4 +1,11 @@
-"""Process-wide settings that make CPU training and inference of many small graph batches fast.
+"""Process-wide settings that make CPU training and inference of many small graph batches fast; every script applies
+them first with ``configure(threads)`` and offers ``-threads`` through ``add_threads_flag``.
+
+Threads: a training step of the sequence-graph predictor is some 150 small ops on a few-hundred-KB tensors. Split over
+two threads each op waits at its end for the slower thread; when another process holds one of two cores, that thread
+is descheduled for whole time slices and an epoch went from 0.4 s to 20-47 s. One thread gains nothing when the
+machine is idle and loses nothing when it is busy (bench/bench_train.py measures both), so every script defaults to
+1; batched inference over thousands of graphs, whose ops are large, can use more (bench/bench_inference.py).
 
 Every mini-batch of graphs has a new number of nodes, so each layer allocates tensors of a new size, each a few MB.
 glibc serves blocks that large with mmap and gives them back with munmap when freed, so the next batch page-faults
@@ -9,8 +16,11 @@ anyway.
 """
 from __future__ import annotations
 
+import argparse
 import ctypes
 import ctypes.util
+
+from iterators.errors import UserError
 
 _M_TRIM_THRESHOLD = -1  # mallopt's option numbers (malloc.h)
 _M_MMAP_THRESHOLD = -3
@@ -28,3 +38,17 @@ def reuse_freed_memory() -> bool:
     took_mmap = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
     took_trim = mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)
     return bool(took_mmap and took_trim)
+
+
+def add_threads_flag(parser: argparse.ArgumentParser, default: int = 1) -> None:
+    parser.add_argument("-threads", type=int, default=default,
+                        help=f"torch CPU threads (default {default}: see iterators/runtime.py and bench/)")
+
+
+def configure(threads: int) -> None:
+    """What every script does first: an explicit torch thread count, and freed memory kept for reuse."""
+    if threads < 1:
+        raise UserError(f"-threads {threads}: give at least 1")
+    import torch  # here, so that a script's --help needs no torch
+    torch.set_num_threads(threads)
+    reuse_freed_memory()

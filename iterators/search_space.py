@@ -6,6 +6,8 @@ Stages and blocks are numbered from 1 in error messages and from 0 in code.
 """
 from __future__ import annotations
 
+import argparse
+import math
 import random
 import re
 from dataclasses import dataclass
@@ -103,14 +105,32 @@ class Arch:
             ",".join(f"e{e}k{k}" for e, k in stage) for stage in self.stages)
 
 
+def describe(config) -> str:
+    """Blocks as ``e<e>k<k>``, stages separated by `` | ``, e.g. ``e4k5 e3k3 | e6k7 e6k7 | ...``: the one way the
+    toolkit prints an architecture (an Arch or its config) or a unit (a list of blocks, or of per-stage lists)."""
+    if isinstance(config, Arch):
+        config = config.config
+    stages = config if config and isinstance(config[0], (list, tuple)) else [config]
+    return " | ".join(" ".join("e{1}k{2}".format(*parse_block(b)) for b in stage) for stage in stages)
+
+
 def validate_resolution(resolution) -> int:
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, float)) or int(resolution) != resolution:
+    if (isinstance(resolution, bool) or not isinstance(resolution, (int, float)) or not math.isfinite(resolution)
+            or int(resolution) != resolution):
         raise ArchError(f"resolution must be an integer, got {resolution!r}")
     resolution = int(resolution)
     if resolution not in RESOLUTIONS:
         raise ArchError(f"resolution {resolution} is outside OFA's elastic range "
                         f"({RESOLUTIONS[0]}-{RESOLUTIONS[-1]} in steps of 4)")
     return resolution
+
+
+def resolution_flag(text: str) -> int:
+    """argparse ``type`` of a resolution flag: a bad value becomes the parser's one-line error naming the flag."""
+    try:
+        return validate_resolution(int(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err) if isinstance(err, ArchError) else f"{text!r} is not an integer")
 
 
 def infer_family(config) -> str:

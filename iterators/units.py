@@ -7,20 +7,21 @@ A unit of family F at position u (1-based, as in the paper's files) is a block s
 from __future__ import annotations
 
 import collections
+import heapq
 import itertools
 import json
 import math
 import os
-import pickle
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from iterators.encoding import N_FEATURES, block_type_index, resolution_feature
-from iterators.errors import UserError
+from iterators.errors import UserError, reading
 from iterators.graphs import GraphSet
-from iterators.safe_pickle import RefusedPickle, restricted_load
+from iterators.safe_pickle import restricted_load
 from iterators.search_space import (EXPANSIONS, FAMILIES, KERNELS, Arch, ArchError, Family, get_family, make_arch,
                                     parse_block)
 from iterators.targets import Target, TargetError
@@ -64,8 +65,11 @@ def unit_groups(family: str) -> list[UnitGroup]:
     return groups
 
 
-def unit_moment_shape(family: str) -> tuple[int, int]:
-    """(unit positions, depth indices) of the per-(position, depth) target moments that unit scores are mapped onto."""
+def unit_moment_shape(family: str | None) -> tuple[int, int]:
+    """(unit positions, depth indices) of the per-(position, depth) target moments that unit scores are mapped onto:
+    a unit of n blocks has depth index n - 1. (0, 0) for a format or family without units."""
+    if family not in FAMILIES:
+        return (0, 0)
     fam = FAMILIES[family]
     return len(fam.units), max(sum(max(fam.stage_depths[s]) for s in stages) for stages in fam.units)
 
@@ -109,12 +113,6 @@ def unit_blocks(config) -> list[str]:
     if config and isinstance(config[0], list):
         return [b for part in config for b in part]
     return list(config)
-
-
-def describe_unit(config) -> str:
-    """A unit config in short: 'e4_k5 e6_k3 | e3_k3' (stages apart)."""
-    parts = config if config and isinstance(config[0], list) else [config]
-    return " | ".join(" ".join(b.split("_", 1)[1] for b in part) for part in parts)
 
 
 def unit_stages(family: str, unit: int, config) -> list[list[str]]:
@@ -190,25 +188,13 @@ _LEGACY_PICKLE_CLASSES = {**{name: _Dropped for name in (
     ("collections", "OrderedDict"): collections.OrderedDict}
 
 
-def _read_legacy_pickle(path: str):
-    try:
-        return restricted_load(path, _LEGACY_PICKLE_CLASSES)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except RefusedPickle as err:
-        raise UserError(f"{path}: {err}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise UserError(f"{path}: not a readable pickle ({err})") from None
-
-
-def _read_json(path: str):
-    try:
+def _read(path: str, what: str, fix: str):
+    """A JSON file, or (``.pkl``) a pickle of the original code, read through the restricted unpickler."""
+    with reading(path, what, fix):
+        if path.endswith(".pkl"):
+            return restricted_load(path, _LEGACY_PICKLE_CLASSES)
         with open(path) as f:
             return json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not a JSON file ({err})") from None
 
 
 def config_family(config) -> str:
@@ -257,28 +243,23 @@ class UnitCorpus:
 
 def load_unit_corpus(path: str) -> UnitCorpus:
     """A unit corpus: label_units.py's JSON (or the plain list it wrote before), or the original's pickle."""
-    if path.endswith(".pkl"):
-        data, meta = _read_legacy_pickle(path), {}
-    else:
-        data = _read_json(path)
-        meta = data if isinstance(data, dict) else {}
-        data = meta.get("units") if meta else data
-    if not isinstance(data, list) or not data or not all(
-            isinstance(u, dict) and {"unit", "config", "score"} <= set(u) for u in data):
-        raise UserError(f"{path}: expected a unit corpus, a list of {{unit, config, hops, score}} "
-                        "(label_units.py writes one)")
-    try:
-        family = meta.get("family") or config_family(data[0]["config"])
-        units = [{"unit": int(u["unit"]), "config": u["config"],
-                  "hops": int(u["hops"]) if "hops" in u else len(unit_blocks(u["config"])) - 1,
-                  "score": float(u["score"])} for u in data]
+    fix = "give a *_labeled_sgs.json written by label_units.py (or the original's *_labeled_sgs.pkl)"
+    data = _read(path, "unit corpus", fix)
+    meta = data if isinstance(data, dict) else {}
+    units = meta.get("units") if meta else data
+    with reading(path, "unit corpus", fix):
+        if not isinstance(units, list) or not units or not all(
+                isinstance(u, dict) and {"unit", "config", "score"} <= set(u) and isinstance(u["unit"], int)
+                and isinstance(u["score"], (int, float)) and math.isfinite(u["score"]) for u in units):
+            raise ValueError("expected a list of {unit, config, hops, score} with integer units and finite scores")
+        family = meta.get("family") or config_family(units[0]["config"])
+        units = [{"unit": u["unit"], "config": u["config"], "score": float(u["score"]),
+                  "hops": int(u.get("hops", len(unit_blocks(u["config"])) - 1))} for u in units]
         positions = sorted({u["unit"] for u in units})
-        if positions != list(range(1, len(FAMILIES[family].units) + 1)):
-            raise ArchError(f"it covers unit positions {positions}; {family} has 1..{len(FAMILIES[family].units)}")
+        if positions != list(range(1, len(get_family(family).units) + 1)):
+            raise ValueError(f"it covers unit positions {positions}; {family} has 1..{len(FAMILIES[family].units)}")
         for u in units:
             unit_stages(family, u["unit"], u["config"])
-    except (ArchError, TypeError, ValueError, KeyError, IndexError) as err:
-        raise UserError(f"{path}: not a valid unit corpus: {err}") from None
     return UnitCorpus(family, units, meta.get("target"), meta.get("predictor"), path)
 
 
@@ -317,7 +298,8 @@ class ReducedSpace:
         """
         n = len(FAMILIES[corpus.family].units)
         if len(ks) not in (1, n) or min(ks) < 1:
-            raise UserError(f"-k: give one positive k for all {n} unit positions or one per position, got {ks}")
+            raise UserError(f"-k {' '.join(map(str, ks))}: give one k (at least 1) for all {n} unit positions, or one "
+                            "per position")
         if keep not in ("auto", "highest", "lowest"):
             raise UserError(f"-keep: choose auto, highest or lowest, not {keep!r}")
         ks = list(ks) * n if len(ks) == 1 else list(ks)
@@ -380,8 +362,9 @@ class ReducedSpace:
     def load(cls, path: str) -> "ReducedSpace":
         """A reduced-space file: save_topk_ofa.py's JSON (or the plain list of config lists it wrote before), or the
         original's *_search_space.pkl (a list, per position, of unit configs)."""
-        data = _read_legacy_pickle(path) if path.endswith(".pkl") else _read_json(path)
-        try:
+        fix = "give a *_search_space.json written by save_topk_ofa.py (or the original's *_search_space.pkl)"
+        data = _read(path, "reduced search space", fix)
+        with reading(path, "reduced search space", fix):
             if isinstance(data, dict):
                 if data.get("format") != SPACE_FORMAT:
                     raise ValueError(f"its format is {data.get('format')!r}, not {SPACE_FORMAT!r}")
@@ -391,19 +374,105 @@ class ReducedSpace:
             source = {"corpus": os.path.basename(path), "target": None, "keep": None, "k": [len(p) for p in data]}
             return cls(config_family(data[0][0]), [[{"config": c, "score": None, "source": 0} for c in p]
                                                    for p in data], [source])
-        except UserError:
-            raise
-        except (ArchError, TypeError, ValueError, KeyError, IndexError) as err:
-            raise UserError(f"{path}: not a reduced search space: {err}") from None
 
 
-def rank_networks(scores_per_unit: list[list[float]], seed: int | None = None) -> np.ndarray:
-    """Every combination of one unit per position, as rows of unit indices ([n_networks, n_units]).
+SORT_ALL_UP_TO = 1 << 22  # spaces up to this many networks are ranked by one vectorised sort, larger ones lazily
+FEISTEL_ROUNDS = 6
 
-    Ordered by summed unit score, best first (ties in lexicographic order), or shuffled with ``seed``.
+
+def rank_networks(scores_per_unit: list[list[float]], seed: int | None = None, start: int = 0,
+                  stop: int | None = None) -> np.ndarray:
+    """Rows ``start .. stop-1`` of the ranking of every network (one unit per position), as unit indices
+    ``[stop - start, n_units]``; only that slice is built, whatever the size of the space.
+
+    Ranked by summed unit score, best first; ties in lexicographic order of the units' ranks within their position
+    (their list order when each list is sorted best first). With ``seed`` (>= 0) the networks are shuffled instead,
+    by a seeded pseudo-random permutation evaluated at the slice's positions only.
     """
-    grids = np.indices([len(s) for s in scores_per_unit]).reshape(len(scores_per_unit), -1).T
+    sizes = [len(s) for s in scores_per_unit]
+    total = math.prod(sizes)
+    stop = total if stop is None else min(stop, total)
+    if start < 0 or stop < 0:
+        raise ValueError(f"the slice [{start}, {stop}) must not be negative")
+    if start >= stop:
+        return np.zeros((0, len(sizes)), dtype=np.int64)
     if seed is not None:
-        return grids[np.random.RandomState(seed).permutation(len(grids))]
-    summed = sum(np.asarray(s)[grids[:, u]] for u, s in enumerate(scores_per_unit))
-    return grids[np.argsort(-summed, kind="stable")]
+        return _decode(_permute(np.arange(start, stop, dtype=np.uint64), total, seed), sizes)
+    # work on each position's units sorted best first; map back to the caller's indices at the end
+    by_rank = [np.argsort(-np.asarray(s, dtype=np.float64), kind="stable") for s in scores_per_unit]
+    sorted_scores = [np.asarray(s, dtype=np.float64)[r] for s, r in zip(scores_per_unit, by_rank)]
+    if total <= SORT_ALL_UP_TO:
+        summed = np.zeros(sizes)
+        for u, s in enumerate(sorted_scores):
+            summed = summed + s.reshape([-1 if v == u else 1 for v in range(len(sizes))])
+        flat = np.argsort(-summed.ravel(), kind="stable")[start:stop]
+        ranks = np.stack(np.unravel_index(flat, sizes), axis=1)
+    else:
+        ranks = np.array(list(itertools.islice(_best_first(sorted_scores), start, stop)), dtype=np.int64)
+    return np.stack([by_rank[u][ranks[:, u]] for u in range(len(sizes))], axis=1)
+
+
+def _best_first(sorted_scores: list[np.ndarray]) -> Iterator[tuple[int, ...]]:
+    """Every combination of ranks (each position's scores sorted best first) in order of summed score, best first,
+    ties in lexicographic order: a best-first walk in which each combination has exactly one parent (its last
+    non-zero rank lowered by one), so no visited set is needed and the heap holds O(popped x positions) entries."""
+    sizes = [len(s) for s in sorted_scores]
+    weights = [math.prod(sizes[u + 1:]) for u in range(len(sizes))]  # mixed radix: flat index = lexicographic order
+    lists = [s.tolist() for s in sorted_scores]
+
+    def entry(ranks: tuple[int, ...], last: int):
+        summed = 0.0
+        for s, r in zip(lists, ranks):  # same order of additions as the vectorised sort: bit-identical sums
+            summed = summed + s[r]
+        return -summed, sum(w * r for w, r in zip(weights, ranks)), last, ranks
+
+    heap = [entry((0,) * len(sizes), 0)]
+    while heap:
+        _, _, last, ranks = heapq.heappop(heap)
+        yield ranks
+        for u in range(last, len(sizes)):
+            if ranks[u] + 1 < sizes[u]:
+                heapq.heappush(heap, entry(ranks[:u] + (ranks[u] + 1,) + ranks[u + 1:], u))
+
+
+def _permute(positions: np.ndarray, total: int, seed: int) -> np.ndarray:
+    """A seeded pseudo-random bijection of [0, total) evaluated at ``positions``: a balanced Feistel network over the
+    smallest even number of bits that covers ``total``, cycle-walked back into range."""
+    if total > 1 << 64:
+        raise ValueError(f"{total} networks are too many to shuffle (at most 2^64)")
+    bits = max(2, (total - 1).bit_length())
+    half = (bits + 1) // 2
+    mask = np.uint64((1 << half) - 1)
+    keys = np.random.SeedSequence(seed).generate_state(FEISTEL_ROUNDS, dtype=np.uint64)
+
+    def feistel(x: np.ndarray) -> np.ndarray:
+        left, right = x >> np.uint64(half), x & mask
+        for key in keys:
+            left, right = right, left ^ (_mix(right ^ key) & mask)
+        return (left << np.uint64(half)) | right
+
+    out = feistel(positions)
+    outside = out >= np.uint64(total) if total < 1 << 64 else np.zeros(len(out), dtype=bool)
+    while outside.any():
+        out[outside] = feistel(out[outside])
+        outside = out >= np.uint64(total)
+    return out
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a fast 64-bit hash (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _decode(flat: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """Flat lexicographic indices -> per-position indices [n, positions]."""
+    out = np.empty((len(flat), len(sizes)), dtype=np.int64)
+    rest = flat.copy()
+    for u in range(len(sizes) - 1, -1, -1):
+        out[:, u] = (rest % np.uint64(sizes[u])).astype(np.int64)
+        rest //= np.uint64(sizes[u])
+    return out

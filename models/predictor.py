@@ -7,19 +7,40 @@ test metrics of the run that trained it.
 from __future__ import annotations
 
 import torch
-import torch_geometric.nn as pyg
 from torch import nn
 
 from iterators.encoding import encode_archs
 from iterators.graphs import GraphBatch, GraphSet
 from iterators.search_space import Arch
+from iterators.units import unit_moment_shape
 from models.encoder import HopEncoder, make_activation
 from models.fe_mlp import OpGraphFEMLP, SequenceFEMLP
 
-POOLS = {"mean": pyg.global_mean_pool, "sum": pyg.global_add_pool, "max": pyg.global_max_pool}
+POOLS = ("mean", "sum", "max")
 TEST_METRICS = ("MAE", "MAPE", "Spearman", "KendallTau")
-# (stages, depth indices) of the per-(stage, depth) target moments that unit scores are mapped onto
-UNIT_MOMENT_SHAPES = {"ofa_mbv3": (5, 4), "ofa_pn": (5, 5)}
+
+
+class _GraphSum(torch.autograd.Function):
+    """[N, d] node rows -> [B, d] sums per graph; the backward gathers from a contiguous gradient (a strided one made
+    index_select 10x slower)."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, graph_of_node: torch.Tensor, num_graphs: int) -> torch.Tensor:
+        ctx.save_for_backward(graph_of_node)
+        return h.new_zeros(num_graphs, h.shape[1]).index_add_(0, graph_of_node, h)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (graph_of_node,) = ctx.saved_tensors
+        return grad.contiguous().index_select(0, graph_of_node), None, None
+
+
+def pool(h: torch.Tensor, batch: GraphBatch, method: str) -> torch.Tensor:
+    """Graph read-out: [N, d] node rows -> [B, d] per-graph sum, mean or max (graphs are contiguous row ranges)."""
+    if method == "max":
+        return torch.segment_reduce(h, "max", lengths=batch.num_nodes, axis=0)
+    summed = _GraphSum.apply(h, batch.batch, batch.num_graphs)
+    return summed / batch.num_nodes.unsqueeze(1) if method == "mean" else summed
 
 
 class Predictor(nn.Module):
@@ -31,7 +52,7 @@ class Predictor(nn.Module):
             raise ValueError(f"unknown aggr_method {aggr_method!r}; choose one of {', '.join(POOLS)}")
         self.fe_mlp = fe_mlp
         self.encoder = HopEncoder(fe_mlp.out_dim, gnn_dim, num_layers, gnn_type, gnn_activ)
-        self.pool = POOLS[aggr_method]
+        self.aggr_method = aggr_method
         self.head = nn.Sequential(nn.Linear(gnn_dim, gnn_dim), nn.Linear(gnn_dim, gnn_dim), nn.ReLU(),
                                   nn.Linear(gnn_dim, gnn_dim), nn.Linear(gnn_dim, gnn_dim))
         self.head_activation = make_activation(reg_activ)
@@ -47,23 +68,51 @@ class Predictor(nn.Module):
     def num_hops(self) -> int:
         return len(self.encoder.convs) + 1
 
+    @property
+    def chain_path(self) -> bool:
+        """Whether chains (sequence graphs) take the scatter-free path; False runs torch_geometric's layers."""
+        return self.encoder.chain_path
+
+    @chain_path.setter
+    def chain_path(self, value: bool) -> None:
+        self.encoder.chain_path = value
+
     def node_embeddings(self, batch: GraphBatch, max_hop: int | None = None) -> list[torch.Tensor]:
         """[h^0, ..., h^L] (or up to h^max_hop), each [N, d]."""
-        return self.encoder(self.fe_mlp(batch.x), batch.edge_index, max_hop)
+        return self.encoder(self.fe_mlp(batch.x), batch, max_hop)
+
+    @torch.no_grad()
+    def sink_embeddings(self, x: torch.Tensor, hop: int) -> torch.Tensor:
+        """x [U, n, F]: U chains of n nodes -> [U, d], the hop-``hop`` embedding of every chain's last node (eval mode).
+
+        The sink at hop h depends on the hop-l nodes at positions >= n - 1 - (h - l) only, so layer l runs on that
+        tail of every chain: for units of n = h + 1 blocks this halves the work of ``node_embeddings``.
+        """
+        if self.training:
+            raise RuntimeError("sink_embeddings needs eval mode: batch statistics would depend on the trimmed chains")
+        n_chains, n, _ = x.shape
+        h = self.fe_mlp(x.reshape(n_chains * n, -1)).view(n_chains, n, -1)
+        for layer in range(min(hop, len(self.encoder.convs))):
+            keep = n - max(0, n - 1 - (hop - layer))  # positions this layer's input must cover, counted from the end
+            flat = h[:, -keep:].reshape(n_chains * keep, -1)
+            chains = GraphBatch(flat, torch.arange(0, n_chains * keep + 1, keep), chain=True)
+            h = self.encoder.layer(layer, flat, chains).view(n_chains, keep, -1)  # where keep < n, the first row lacks its predecessor: dropped next
+        return h[:, -1]
 
     def _regress(self, graph_embed: torch.Tensor) -> torch.Tensor:
         return self.regressor(self.head_activation(self.head(graph_embed))).squeeze(1)
 
     def forward(self, batch: GraphBatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Standardised prediction [B] and every hop's graph embedding ([B, d] each)."""
-        graph_embeds = [self.pool(h, batch.batch, batch.num_graphs) for h in self.node_embeddings(batch)]
-        return self._regress(graph_embeds[-1]), graph_embeds
+        """Standardised prediction [B] and every hop's graph embedding ([B, d] each), pooled in one call."""
+        hops = self.node_embeddings(batch)
+        graph_embeds = pool(torch.cat(hops, dim=1), batch, self.aggr_method).split([h.shape[1] for h in hops], 1)
+        return self._regress(graph_embeds[-1]), list(graph_embeds)
 
     def predict(self, batch: GraphBatch) -> torch.Tensor:
         """Predictions in the target's own units, [B] (pools only the last hop)."""
         mean, std = self.target_moments
         last_hop = self.node_embeddings(batch)[-1]
-        return self._regress(self.pool(last_hop, batch.batch, batch.num_graphs)) * std + mean
+        return self._regress(pool(last_hop, batch, self.aggr_method)) * std + mean
 
     def fe_readout(self) -> dict[str, dict[str, float]]:
         return self.fe_mlp.readout()
@@ -78,8 +127,7 @@ class Predictor(nn.Module):
 def predict_graphs(model: Predictor, graphs: GraphSet, batch_size: int = 256) -> list[float]:
     """Predictions in target units, in order; small batches keep the working set in cache, faster on CPU."""
     model.eval()
-    return [v for start in range(0, len(graphs), batch_size)
-            for v in model.predict(graphs.batch(torch.arange(start, min(start + batch_size, len(graphs))))).tolist()]
+    return [v for _, batch in graphs.batches(batch_size) for v in model.predict(batch).tolist()]
 
 
 def predict_archs(model: Predictor, archs: list[Arch], batch_size: int = 256) -> list[float]:
@@ -87,16 +135,16 @@ def predict_archs(model: Predictor, archs: list[Arch], batch_size: int = 256) ->
     return predict_graphs(model, encode_archs(archs), batch_size)
 
 
-FE_MLPS = {"custom": SequenceFEMLP, "onnx_ir": OpGraphFEMLP}
-
-
 def build_predictor(config: dict) -> Predictor:
     """A predictor from a training config (the dict saved beside every checkpoint)."""
     graph_format = config.get("format", "custom")
-    if graph_format not in FE_MLPS:
-        raise ValueError(f"unknown graph format {graph_format!r}; choose one of {', '.join(FE_MLPS)}")
-    return Predictor(FE_MLPS[graph_format](), gnn_dim=config["gnn_dim"], num_layers=config["num_layers"],
+    if graph_format == "custom":
+        fe_mlp, moments = SequenceFEMLP(config.get("family")), unit_moment_shape(config.get("family"))
+    elif graph_format == "onnx_ir":
+        fe_mlp, moments = OpGraphFEMLP(), (0, 0)
+    else:
+        raise ValueError(f"unknown graph format {graph_format!r}; choose custom or onnx_ir")
+    return Predictor(fe_mlp, gnn_dim=config["gnn_dim"], num_layers=config["num_layers"],
                      gnn_type=config["gnn_type"], aggr_method=config["aggr_method"],
                      gnn_activ=config.get("gnn_activ", "ReLU"), reg_activ=config.get("reg_activ", "ReLU"),
-                     unit_moment_shape=UNIT_MOMENT_SHAPES.get(config.get("family"), (0, 0))
-                     if graph_format == "custom" else (0, 0))
+                     unit_moment_shape=moments)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from iterators.errors import UserError
 from iterators.search_space import FAMILIES
 from iterators.units import group_graphs, unit_groups
 from models.predictor import Predictor
@@ -22,7 +23,7 @@ def score_units(model: Predictor, family: str, resolution: int = 224, norm: int 
     groups = unit_groups(family)
     deepest = max(g.hops for g in groups)
     if model.num_hops - 1 < deepest:
-        raise ValueError(f"{family} units need embeddings up to hop {deepest}; this predictor has "
+        raise UserError(f"{family} units need embeddings up to hop {deepest}; this predictor has "
                          f"{model.num_hops - 1} layers (train it with -num_layers {deepest} or more)")
     model.eval()
     fam = FAMILIES[family]
@@ -33,7 +34,7 @@ def score_units(model: Predictor, family: str, resolution: int = 224, norm: int 
         graphs = group_graphs(group, family, resolution)
         scores = []
         for idx, batch in graphs.batches(batch_size):
-            last = model.node_embeddings(batch, max_hop=group.hops)[group.hops][batch.last_node]
+            last = model.sink_embeddings(batch.x.view(batch.num_graphs, group.choices.shape[1], -1), group.hops)
             norms = torch.linalg.vector_norm(last, ord=norm, dim=-1)
             scores.append(model.shift_unit_scores(norms, group.unit - 1, group.hops))
             bar.update(len(idx))

@@ -17,8 +17,9 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.evaluators import Evaluator
+from evaluation.evaluators import Evaluator, evaluate_missing
 from evaluation.results_store import ResultsStore
+from iterators.errors import UserError
 from iterators.search_space import Arch
 from rm_search.pareto import front_2d, hypervolume_2d
 from rm_search.space import SearchSpace
@@ -66,12 +67,15 @@ class ObjectiveCache:
         self.store, self.evaluators, self.bar = store, (accuracy, cost), bar
 
     def __call__(self, archs: list[Arch]) -> list[tuple[float, float]]:
+        columns = []
         for ev in self.evaluators:
-            missing = [a for a in archs if self.store.get(a, ev.metric) is None]
-            for i, value, details in ev(missing):
-                self.store.put(missing[i], ev.metric, value, details)
+            values = self.store.values(archs, ev.metric, ev.predictor)
+            if evaluate_missing(ev, archs, values, self.store):
+                raise UserError(f"the {ev.metric} objective is not finite for some networks: a broken checkpoint or "
+                                f"measurement; check it with predict.py or eval_topk_ofa.py")
+            columns.append(values)
         self.bar.update(len(archs))
-        return [tuple(self.store.get(a, ev.metric) for ev in self.evaluators) for a in archs]
+        return list(zip(*columns))
 
 
 class MemoryObjectives:

@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from evaluation.ofa_accuracy import AccuracyEvaluator, check_imagenet_dir, check_supernet_path
-from evaluation.ofa_manager import build_supernet, checkpoint_name
+from evaluation.ofa_accuracy import AccuracyEvaluator, check_imagenet_dir
+from evaluation.ofa_manager import build_supernet, check_supernet_file, checkpoint_name
 from iterators.search_space import FAMILIES, make_arch
 
 FAMILY = "ofa_mbv3"
@@ -121,7 +121,7 @@ def test_imagenet_dir_without_val(tmp_path):
 def test_missing_supernet_file(tmp_path, imagenet_dir):
     missing = str(tmp_path / "missing.pth")
     with pytest.raises(FileNotFoundError, match="mit-han-lab/once-for-all") as err:
-        check_supernet_path(FAMILY, missing)
+        check_supernet_file(FAMILY, missing)
     assert checkpoint_name(FAMILY) in str(err.value)
     with pytest.raises(FileNotFoundError, match=checkpoint_name(FAMILY).replace(".", r"\.")):
         AccuracyEvaluator(FAMILY, missing, str(imagenet_dir))
@@ -139,8 +139,9 @@ def test_eval_topk_accuracy_end_to_end(imagenet_dir, supernet_path, tmp_path):
     db = str(tmp_path / "r.db")
     results = eval_topk_ofa.main(["-unit_corpus", str(corpus), "-k", "1", "-m", "acc", "-res", "128", "-db", db,
                                   "-supernet_path", str(supernet_path), "-imagenet_dir", str(imagenet_dir),
-                                  "-quiet"])
-    (arch, _, acc), = results
+                                  "-num_workers", "0", "-quiet"])
+    (arch, _, values), = results
+    acc = values["acc"]
     assert 0.0 <= acc <= 100.0
     with ResultsStore(db) as store:
-        assert store.get(arch, "acc") == acc
+        assert store.values([arch], "acc") == [acc]

@@ -17,6 +17,7 @@ import predict
 import train_predictor
 from iterators.caches import write_cache
 from conftest import REPO
+from iterators.errors import run_cli
 from iterators.onnx_ir import (OP_INDEX, graph_from_record, graph_from_torch, graph_record, graphs_to_graphset,
                              load_graph_cache)
 from models.checkpoints import save_predictor
@@ -69,7 +70,7 @@ def test_predict_an_onnx_file_exported_on_the_spot(tmp_path, capsys):
     torch.onnx.export(net, torch.zeros(1, 3, 224, 224), onnx_path, dynamo=False, input_names=["x"],
                       dynamic_axes={"x": {0: "batch", 2: "h", 3: "w"}})
     with pytest.raises(SystemExit):  # the exported input is dynamic: its size must be given
-        predict.main(["-chkpt", model_path, "-onnx", onnx_path])
+        run_cli(predict.main, ["-chkpt", model_path, "-onnx", onnx_path])
     assert "has no known shape (give its input size, e.g. -input_size" in capsys.readouterr().err
     preds = predict.main(["-chkpt", model_path, "-onnx", onnx_path, "-input_size", "1", "3", "224", "224"])
     assert len(preds) == 1 and math.isfinite(preds[0])
@@ -103,7 +104,7 @@ def test_predict_ofa_archs_with_an_onnx_ir_predictor(tmp_path, capsys):
     cfg.update(family="ofa_mbv3", families="ofa_mbv3", chkpt="mbv3_only")
     model_path, _ = save_predictor(build_predictor(cfg), cfg, str(tmp_path / "saved_models"), str(tmp_path / "configs"))
     with pytest.raises(SystemExit):
-        predict.main(["-chkpt", model_path, "-archs", str(archs_path), "-graph_cache", str(tmp_path / "gc")])
+        run_cli(predict.main, ["-chkpt", model_path, "-archs", str(archs_path), "-graph_cache", str(tmp_path / "gc")])
     assert "architecture 1 is of ofa_pn; this predictor knows ofa_mbv3" in capsys.readouterr().err
 
 

@@ -26,7 +26,7 @@ def test_train_label_topk_evaluate(in_tmp, capsys):
     assert ReducedSpace.load(space).sizes == [3] * 5
 
     results = eval_topk_ofa.main(["-unit_corpus", corpus, "-k", "3", "-m", "cpu", "-n", "2", "-quiet"])
-    assert len(results) == 2 and all(v > 0 for _, _, v in results)
+    assert len(results) == 2 and all(v["cpu"] > 0 for _, _, v in results)
     assert results[0][1] >= results[1][1]  # ordered by summed unit score
     out = capsys.readouterr().out
     assert "cpu (ms) over 2 networks" in out and "10 best by cpu" in out

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import UPSTREAM, upstream_checkpoint
+from iterators.errors import UserError
 from iterators.search_space import FAMILIES
 from iterators.units import split_into_units
 from rm_search import run_unit_pareto_search as script
@@ -97,7 +98,7 @@ def test_resume_gives_the_uninterrupted_front(tmp_path, l1, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         script.main(_args(tmp_path, "-model_name", "cut", "-db", str(tmp_path / "b.db")))
     monkeypatch.undo()
-    with pytest.raises(SystemExit, match="-resume"):
+    with pytest.raises(UserError, match="-resume"):
         script.main(_args(tmp_path, "-model_name", "cut", "-db", str(tmp_path / "b.db")))
     resumed = script.main(_args(tmp_path, "-model_name", "cut", "-db", str(tmp_path / "b.db"), "-resume"))
 

@@ -11,7 +11,7 @@ from iterators.caches import load_cache, write_cache
 from iterators.encoding import encode_archs
 from models.plots import layered_layout
 from models.predictor import build_predictor
-from models.training import fit
+from models.training import FlatAdamW, fit
 
 
 def _spearman(config):
@@ -94,3 +94,26 @@ def test_interrupted_training_keeps_the_model():
     history = fit(model, graphs, torch.randn(64), np.arange(64), epochs=10, batch_size=32, loss_fn=loss_fn, seed=0,
                   progress=False)
     assert len(history) == 2 and not model.training
+
+
+def test_flat_adamw_is_torch_adamw_with_gradient_clipping():
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    model.load_state_dict(reference.state_dict())
+    torch_optim = torch.optim.AdamW(reference.parameters(), lr=0.05, weight_decay=0.1)
+    flat_optim = FlatAdamW(model.parameters(), lr=0.05, weight_decay=0.1)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(12):
+        x = torch.randn(16, 5, generator=gen) * (20 if step % 3 == 0 else 1)  # every third step needs clipping
+        torch_optim.zero_grad()
+        reference(x).pow(2).mean().backward()
+        torch.nn.utils.clip_grad_norm_(reference.parameters(), 5.0)
+        torch_optim.step()
+        flat_optim.zero_grad()
+        model(x).pow(2).mean().backward()
+        flat_optim.step(5.0)
+    flat_optim.release()
+    for (name, a), b in zip(reference.named_parameters(), model.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+        assert b.grad is None and b.data_ptr() != flat_optim.flat.data_ptr()  # its own memory again

@@ -43,7 +43,7 @@ def test_label_units_reproduces_the_original_scores(reference, family, tmp_path)
     for ref in reference[family]:
         got = by_key[(ref["unit"], json.dumps(ref["config"]))]
         assert got["hops"] == ref["hops"]
-        assert got["score"] == pytest.approx(ref["score"], rel=1e-4)
+        assert got["score"] == pytest.approx(ref["score"], rel=1e-6)
     assert os.path.exists(out.replace("_labeled_sgs.json", "_unit_scores.png"))
 
 
@@ -63,9 +63,9 @@ def test_top_k_and_search_space_file(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "2 x 1 x 3 x 1 x 1 = 6 networks" in printed
     # -n lists the best networks by summed unit score: k5 everywhere first, then a k7 (ties in position order)
-    assert "     0  e3_k5 e3_k3 || e3_k5 e3_k3 || e3_k5 e3_k3 || e3_k5 e3_k3 || e3_k5 e3_k3\n" in printed
-    assert "     1  e3_k5 e3_k3 || e3_k5 e3_k3 || e3_k7 e3_k3 || e3_k5 e3_k3 || e3_k5 e3_k3\n" in printed
-    assert "     2  e3_k7 e3_k3 || e3_k5 e3_k3 || e3_k5 e3_k3 || e3_k5 e3_k3 || e3_k5 e3_k3\nwrote" in printed
+    assert "     0  e3k5 e3k3 || e3k5 e3k3 || e3k5 e3k3 || e3k5 e3k3 || e3k5 e3k3\n" in printed
+    assert "     1  e3k5 e3k3 || e3k5 e3k3 || e3k7 e3k3 || e3k5 e3k3 || e3k5 e3k3\n" in printed
+    assert "     2  e3k7 e3k3 || e3k5 e3k3 || e3k5 e3k3 || e3k5 e3k3 || e3k5 e3k3\nwrote" in printed
     with pytest.raises(UserError, match="one per position"):
         ReducedSpace.top_k(load_unit_corpus(str(path)), [1, 2])
 
@@ -160,7 +160,7 @@ def test_corpus_pickles_that_run_code_are_refused(tmp_path):
             return (os.system, ("echo pwned",))
     path = tmp_path / "evil_labeled_sgs.pkl"
     path.write_bytes(pickle.dumps([{"config": ["mbconv3_e3_k3"] * 2, "unit": 1, "hops": 1, "score": Evil()}]))
-    with pytest.raises(UserError, match=f"{path}: refusing to load posix.system"):
+    with pytest.raises(UserError, match="evil_labeled_sgs.pkl: not a valid unit corpus: refusing to load posix"):
         load_unit_corpus(str(path))
     (tmp_path / "bad.json").write_text('{"units": [{"unit": 9}]}')
     with pytest.raises(UserError, match="bad.json: expected a unit corpus"):
