@@ -160,10 +160,10 @@ def test_corpus_pickles_that_run_code_are_refused(tmp_path):
             return (os.system, ("echo pwned",))
     path = tmp_path / "evil_labeled_sgs.pkl"
     path.write_bytes(pickle.dumps([{"config": ["mbconv3_e3_k3"] * 2, "unit": 1, "hops": 1, "score": Evil()}]))
-    with pytest.raises(UserError, match="evil_labeled_sgs.pkl: not a valid unit corpus: refusing to load posix"):
+    with pytest.raises(UserError, match="evil_labeled_sgs.pkl: refusing to load posix.system"):
         load_unit_corpus(str(path))
     (tmp_path / "bad.json").write_text('{"units": [{"unit": 9}]}')
-    with pytest.raises(UserError, match="bad.json: expected a unit corpus"):
+    with pytest.raises(UserError, match="bad.json: not a valid unit corpus: expected a list"):
         load_unit_corpus(str(tmp_path / "bad.json"))
     with pytest.raises(UserError, match="missing.pkl: no such file"):
         ReducedSpace.load(str(tmp_path / "missing.pkl"))
