@@ -1,6 +1,7 @@
 """Train an interpretable AutoBuild predictor on an architecture cache and report what it learned.
 
     python train_predictor.py -families ofa_mbv3 -target acc -epochs_predictor 200
+    python train_predictor.py -families ofa_mbv3 -target acc -model bilinear     (or quadratic, mlp: baselines)
 
 Writes saved_models/<name>_predictor.pt (state dict) and configs/<name>_config.json (arguments and results).
 """
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from iterators.block_indicators import layout
 from iterators.caches import CACHE_DIR, cache_path, load_cache
 from iterators.encoding import encode_archs
 from iterators.errors import ArgumentParser, UserError, check_output_dir, run_cli
@@ -23,6 +25,7 @@ from iterators.graphs import GraphSet
 from iterators.runtime import add_threads_flag, configure
 from iterators.targets import Target
 from iterators.units import unit_target_moments
+from models.baselines import BASELINES, baseline_run_name, fit_baseline, format_readout, readout
 from models.checkpoints import run_name, save_predictor
 from models.encoder import ACTIVATIONS, GNN_TYPES
 from models.loss import RankingLoss
@@ -38,6 +41,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "cache/<families>_<format>_cache.*; onnx_ir takes several joined by '+', e.g. ofa_mbv3+ofa_pn")
     p.add_argument("-target", default="acc", help="expression over the cache's metrics, e.g. '(acc*100)/latency_gpu'")
     p.add_argument("-format", default="custom", choices=["custom", "onnx_ir"])
+    p.add_argument("-model", default="gnn", choices=("gnn",) + BASELINES,
+                   help="gnn (AutoBuild's predictor) or an interpretable baseline on one-hot block/depth features: "
+                   "bilinear, quadratic (both ridge in closed form), mlp")
+    p.add_argument("-ridge", type=float, default=None,
+                   help="bilinear/quadratic: ridge penalty (default: chosen by leave-one-out error)")
+    p.add_argument("-hidden", type=int, default=128, help="mlp: width of its two hidden layers")
     p.add_argument("-cache", default=None, help="read this cache file instead (.jsonl.gz, .pkl or OFA-notation .json)")
     p.add_argument("-cache_dir", default=CACHE_DIR, help="where <family>_<format>_cache.* files are looked up")
     p.add_argument("-epochs_predictor", type=int, default=200)
@@ -67,6 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("-batch_size must be at least 2 (batch norm)")
     if args.format == "custom" and "+" in (args.families or ""):
         p.error("the custom format is family-specific: train on several families with -format onnx_ir")
+    if args.model != "gnn" and args.format != "custom":
+        p.error(f"-model {args.model} reads the custom format (one-hot block choices); drop -format {args.format}")
     return args
 
 
@@ -143,6 +154,8 @@ def main(argv=None) -> dict:
 
     train_idx, test_idx = split_indices(len(y), args.seed)
     config = {**vars(args), "family": family, "cache": os.path.basename(source)}
+    if args.model != "gnn":
+        return train_baseline(args, config, graphs, y, train_idx, test_idx)
     config["chkpt"] = run_name(config)
 
     model = build_predictor(config)
@@ -198,6 +211,43 @@ def main(argv=None) -> dict:
             labels = items[best].op_types
         for p in draw_hop_graphs(model, graphs.batch([best]), labels, args.norm, prefix + "_best"):
             print("plots:", p)
+    return config
+
+
+def train_baseline(args, config: dict, graphs: GraphSet, y: np.ndarray, train_idx: np.ndarray,
+                   test_idx: np.ndarray) -> dict:
+    """-model bilinear/quadratic/mlp: the GNN's data, split and test metrics; the read-out is the coefficients."""
+    family = config["family"]
+    if family not in ("ofa_mbv3", "ofa_pn"):
+        raise UserError(f"-model {args.model}: the baselines are defined on ofa_mbv3 and ofa_pn, not {family}")
+    config["chkpt"] = baseline_run_name(config)
+    u = layout(family).features(graphs.batch()).numpy()
+    model, info = fit_baseline(args.model, family, u[train_idx], y[train_idx], args.ridge, args.hidden,
+                               args.epochs_predictor, args.batch_size, args.seed, progress=not args.quiet)
+    preds = model.predict_features(u[test_idx])
+    metrics = regression_metrics(y[test_idx], preds)
+    model.test_metrics.copy_(torch.tensor([metrics[k] for k in TEST_METRICS]))
+    ro = readout(model, u[train_idx], args.seed)
+    chosen = ", ".join(f"{k} {v:.4g}" for k, v in info.items() if k in ("ridge_lambda", "interaction_weight",
+                                                                          "loo_rmse", "epochs_done"))
+    print(f"fitted {args.model} in {info['seconds']:.2f}s on {len(train_idx)} architectures ({chosen}), "
+          f"tested on {len(test_idx)}")
+    print(f"Test set ({args.target}): " + format_metrics(metrics))
+    print(format_readout(ro))
+    config["results"] = {"test": metrics, "readout": ro, "fe_readout": ro["marginal"], "n_train": len(train_idx),
+                         "n_test": len(test_idx), "train_seconds": info.pop("seconds"), **info}
+    model_path, config_path = save_predictor(model, config, os.path.join(args.out_dir, "saved_models"),
+                                             os.path.join(args.out_dir, "configs"))
+    print(f"saved {model_path} and {config_path}")
+    if args.plots:
+        from models.baseline_plots import plot_baseline_readout
+        from models.plots import ensure_dir, plot_training
+        prefix = os.path.join(ensure_dir(os.path.join(args.out_dir, "plots")), config["chkpt"])
+        print("plots:", plot_baseline_readout(ro, y[test_idx], preds, args.target, config["chkpt"],
+                                              prefix + "_readout.png"))
+        if info.get("loss_history"):
+            print("plots:", plot_training(info["loss_history"], y[test_idx], preds, args.target,
+                                          prefix + "_training.png"))
     return config
 
 

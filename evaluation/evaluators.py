@@ -6,6 +6,8 @@
     <device>_predicted latency (ms) from a predictor in l1_models/: the toolkit's own (e.g. cpu_predicted, trained
                        on the demo caches) and the published AutoBuild ones when present
                        (2080ti_predicted, 2990wx_predicted, kirin9000_predicted)
+    <device>_table     latency (ms) from an additive per-block table l1_models/<family>_<device>_latency_table.json
+                       (models/latency_table.py; make_latency_table.py fits or measures one)
 
 Metric names are case-insensitive (the original's ``2080Ti_predicted`` is ``2080ti_predicted``). A predicted metric's
 evaluator carries the digest of its predictor, which keys its rows in the results store; every checkpoint is checked
@@ -14,6 +16,8 @@ for family, target kind and format before use. ``evaluate_missing`` evaluates wh
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -29,11 +33,13 @@ from iterators.paths import L1_DIR
 from iterators.search_space import Arch
 from iterators.targets import Target
 from models.checkpoints import check_predictor, find_config, load_config, load_predictor, predictor_digest, target_kind
+from models.latency_table import LatencyTable, LatencyTableError
 from models.predictor import predict_archs
 
 # devices of the latency predictors published with the original code, by their target
 PUBLISHED_DEVICES = {"latency_gpu": "2080ti", "latency_cpu": "2990wx", "latency_npu": "kirin9000"}
 PREDICTED_SUFFIX = "_predicted"
+TABLE_SUFFIX = "_table"
 MEASURED_METRICS = ("acc", "cpu", "gpu", "flops", "params")
 PREDICTED_ACC = "acc_predicted"  # the metric of an accuracy predictor (rm_search's -acc_predictor)
 PREDICT_CHUNK = 4096             # architectures encoded and predicted at a time (bounded memory)
@@ -90,6 +96,36 @@ def latency_predictors(family: str, l1_dir: str = L1_DIR) -> dict[str, str]:
     return found
 
 
+def latency_tables(family: str, l1_dir: str = L1_DIR) -> dict[str, str]:
+    """{device: path} of the latency tables for ``family`` in ``l1_dir`` (``<family>_<device>_latency_table.json``)."""
+    prefix, suffix = f"{family}_", "_latency_table.json"
+    return {os.path.basename(p)[len(prefix):-len(suffix)].lower(): p
+            for p in sorted(glob.glob(os.path.join(l1_dir, prefix + "*" + suffix)))}
+
+
+def load_latency_table(metric: str, family: str, l1_dir: str = L1_DIR, flag: str = "-m") -> LatencyTable:
+    """The table behind ``<device>_table`` for ``family``, found in ``l1_dir``."""
+    wanted = metric.strip().lower()[:-len(TABLE_SUFFIX)]
+    tables = latency_tables(family, l1_dir)
+    if wanted not in tables:
+        raise UserError(f"{flag} {metric}: no {wanted} latency table for {family} in {l1_dir}; available: "
+                        f"{', '.join(d + TABLE_SUFFIX for d in tables) or 'none'} (make_latency_table.py builds one)")
+    try:
+        return LatencyTable.load(tables[wanted])
+    except LatencyTableError as err:
+        raise UserError(f"{flag} {metric}: {err}") from None
+
+
+def table_evaluator(metric: str, table: LatencyTable) -> Evaluator:
+    """Latency from a lookup table; the digest of the table's contents keys its rows in the results store."""
+    digest = hashlib.sha256(json.dumps(table.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def run(archs):
+        for i, value in enumerate(table.predict(archs).tolist()):
+            yield i, value, {"table": table.device}
+    return Evaluator(metric, table.unit, False, run, digest)
+
+
 def predictor_evaluator(metric: str, chkpt: str, family: str, kind: str, flag: str, unit: str = "",
                         higher_is_better: bool = True) -> Evaluator:
     """``metric`` predicted by the checkpoint ``chkpt`` (given as ``flag``), which must be a predictor of
@@ -143,7 +179,10 @@ def make_evaluator(metric: str, family: str, supernet_path: str | None = None, i
             raise UserError(f"{flag} {metric}: no {wanted} latency predictor for {family} in {l1_dir}; available: "
                             f"{', '.join(d + PREDICTED_SUFFIX for d in available) or 'none'}")
         return predictor_evaluator(metric, available[wanted], family, "latency", f"{flag} {metric}", "ms", False)
-    raise UserError(f"{flag} {metric}: unknown metric; use {', '.join(MEASURED_METRICS)} or <device>{PREDICTED_SUFFIX} "
+    if metric.endswith(TABLE_SUFFIX):
+        return table_evaluator(metric, load_latency_table(metric, family, l1_dir, flag))
+    raise UserError(f"{flag} {metric}: unknown metric; use {', '.join(MEASURED_METRICS)}, <device>{TABLE_SUFFIX} or "
+                    f"<device>{PREDICTED_SUFFIX} "
                     f"(available for {family}: "
                     f"{', '.join(d + PREDICTED_SUFFIX for d in _quiet_latency_predictors(family, l1_dir)) or 'none'})")
 

@@ -25,6 +25,7 @@ from iterators.paths import CONFIGS_DIR
 from iterators.safe_pickle import load_tensors, restricted_load
 from iterators.search_space import FAMILIES
 from iterators.targets import Target
+from models.baselines import BaselinePredictor, build_baseline
 from models.predictor import Predictor, build_predictor
 
 _SUFFIX = "_predictor.pt"
@@ -85,8 +86,8 @@ def load_config(path: str) -> dict:
             config = restricted_load(path)
         if not isinstance(config, dict):
             raise CheckpointError(f"{path}: expected a dict of training arguments, got a {type(config).__name__}")
-        missing = [k for k in ("families", "target", "gnn_type", "gnn_dim", "num_layers", "aggr_method")
-                   if k not in config]
+        shape_keys = ("gnn_type", "gnn_dim", "num_layers", "aggr_method") if config.get("model", "gnn") == "gnn" else ()
+        missing = [k for k in ("families", "target") + shape_keys if k not in config]
         if missing:
             raise CheckpointError(f"{path}: the config lacks {', '.join(missing)}; use the _config.json written "
                                   f"with the checkpoint")
@@ -133,8 +134,10 @@ def convert_published_state(state: dict) -> dict:
     return out
 
 
-def load_predictor(chkpt_path: str, config_path: str | None = None) -> tuple[Predictor, dict]:
-    """Any predictor checkpoint of the toolkit, or a published one, in eval mode, with its config."""
+def load_predictor(chkpt_path: str, config_path: str | None = None
+                   ) -> tuple[Predictor | BaselinePredictor, dict]:
+    """Any predictor checkpoint of the toolkit (a GNN or a baseline of models/baselines.py), or a published one, in
+    eval mode, with its config."""
     if not os.path.isfile(chkpt_path):
         raise CheckpointError(f"{chkpt_path}: no such checkpoint{' (a folder)' if os.path.isdir(chkpt_path) else ''}; "
                               f"give a <name>{_SUFFIX} written by train_predictor.py or a published one")
@@ -145,13 +148,15 @@ def load_predictor(chkpt_path: str, config_path: str | None = None) -> tuple[Pre
         raise CheckpointError(f"{chkpt_path}: not a predictor state dict; {TRAIN_AGAIN}")
     if is_published_state(state):
         state = convert_published_state(state)
+    baseline = config.get("model", "gnn") != "gnn"
     try:
-        model = build_predictor(config)
+        model = build_baseline(config) if baseline else build_predictor(config)
         model.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        shape = (f"a {config.get('model')} baseline" if baseline else
+                 f"{config.get('gnn_type')} dim {config.get('gnn_dim')}, {config.get('num_layers')} layers")
         raise CheckpointError(f"{chkpt_path}: the weights do not fit the config {config_path} (family "
-                              f"{config.get('family')}, {config.get('gnn_type')} dim {config.get('gnn_dim')}, "
-                              f"{config.get('num_layers')} layers): {_first_line(err)}; keep each checkpoint with "
+                              f"{config.get('family')}, {shape}): {_first_line(err)}; keep each checkpoint with "
                               f"the config written beside it") from None
     return model.eval(), config
 
