@@ -13,7 +13,6 @@ run resumes where it stopped.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 
@@ -21,12 +20,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from evaluation.latency import reference_arch
 from evaluation.ofa_manager import build_subnet, count_flops_params, cpu_name, measure_latency
 from iterators.caches import check_not_smaller, write_cache
 from iterators.encoding import encode_archs
-from iterators.errors import ArgumentParser, UserError, check_output_dir, reading, run_cli, warn
+from iterators.errors import ArgumentParser, check_output_dir, run_cli
+from iterators.measurement_log import MeasurementLog
 from iterators.paths import CACHE_DIR, REPO
-from iterators.search_space import FAMILIES, PAPER_RESOLUTIONS, arch_from_json, make_arch, random_arch
+from iterators.search_space import FAMILIES, PAPER_RESOLUTIONS, arch_from_json, random_arch
 from models.checkpoints import check_predictor, load_predictor
 
 UPSTREAM = os.path.join(os.path.dirname(REPO), "shared", "upstream_l1", "l1_models")
@@ -46,71 +47,32 @@ def sample_archs(family: str, n: int, seed: int) -> list:
     return archs
 
 
-def reference_arch(family: str):
-    """A fixed mid-size subnet: every stage at depth 3 (PN's last at 1) of e4 k5 blocks, at resolution 192."""
-    fam = FAMILIES[family]
-    return make_arch([[fam.block_name(4, 5)] * (3 if 3 in d else d[0]) for d in fam.stage_depths], 192, family)
-
-
-def read_partial(path: str, family: str) -> dict[str, dict]:
-    """The rows measured by an earlier run, by architecture key. A torn last line (the run was killed while writing
-    it) is cut off with a warning, so that it is measured again; a bad line anywhere else is refused."""
-    if not os.path.exists(path):
-        return {}
-    done = {}
-    fix = "delete it to measure everything again"
-    with reading(path, "partial measurement file", fix):
-        with open(path, "rb") as f:
-            lines = f.read().split(b"\n")
-        kept = 0  # bytes of the complete lines
-        for line_no, line in enumerate(lines, start=1):
-            if not line.strip():
-                kept += len(line) + 1
-                continue
-            try:
-                row = json.loads(line)
-                done[arch_from_json(row, family).key()] = row
-            except ValueError as err:
-                if line_no == len(lines):  # the last line has no newline: written in part when the run was killed
-                    warn(f"{path}: its last line was cut off by an interruption; it is measured again")
-                    with open(path, "r+b") as f:
-                        f.truncate(kept)
-                    break
-                raise UserError(f"{path}:{line_no}: {err}; {fix}") from None
-            kept += len(line) + 1
-    return done
-
-
 def partial_path(out_dir: str, family: str) -> str:
     return os.path.join(out_dir, f".{family}_measurements.partial.jsonl")
 
 
-def measure(family: str, n: int, seed: int, warmup: int, repeats: int, threads: int, out_dir: str,
-            done: dict[str, dict]) -> list[dict]:
-    """Measure every sampled architecture, resuming from ``done``, the rows of an earlier run (``read_partial``).
+def measure(family: str, n: int, seed: int, warmup: int, repeats: int, threads: int, log: MeasurementLog
+            ) -> list[dict]:
+    """Measure every sampled architecture, resuming from ``log``, the rows of an earlier run.
 
     Rows of an earlier run without a reference ratio keep their exact FLOPs and parameters; only latency is redone.
     """
-    partial = partial_path(out_dir, family)
     archs = sample_archs(family, n, seed)
     ref = reference_arch(family)
     reference = (build_subnet(ref), ref.resolution)
-    with open(partial, "a") as f:
+    with log:
         for arch in tqdm(archs, desc=f"measure {family}", unit="arch"):
-            old = done.get(arch.key(), {})
+            old = log.get(arch) or {}
             if "latency_ratio" in old:
                 continue
             subnet = build_subnet(arch)
             flops, params = (old["flops"], old["n_params"]) if old else count_flops_params(subnet, arch.resolution)
             lat = measure_latency(subnet, arch.resolution, warmup=warmup, repeats=repeats, threads=threads,
                                   reference=reference)
-            row = {**arch.to_json(), "flops": flops, "n_params": params, "latency_cpu_raw": lat["median_ms"],
-                   "latency_cpu_iqr": lat["iqr_ms"], "latency_ratio": lat["ratio"],
-                   "ref_median_ms": lat["ref_median_ms"]}
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            done[arch.key()] = row
-    return [done[a.key()] for a in archs]
+            log.append(arch, {"flops": flops, "n_params": params, "latency_cpu_raw": lat["median_ms"],
+                              "latency_cpu_iqr": lat["iqr_ms"], "latency_ratio": lat["ratio"],
+                              "ref_median_ms": lat["ref_median_ms"]})
+    return [log.get(a) for a in archs]
 
 
 def main(argv=None) -> None:
@@ -139,14 +101,13 @@ def main(argv=None) -> None:
         labeller, config = load_predictor(chkpt)
         check_predictor(config, chkpt, "-upstream_dir", family, "accuracy")
         labellers[family] = chkpt, labeller
-        earlier[family] = read_partial(partial_path(args.out_dir, family), family)
+        earlier[family] = MeasurementLog(partial_path(args.out_dir, family), family)
     os.makedirs(args.out_dir, exist_ok=True)
     torch.set_num_threads(args.threads)  # also for building and profiling: parallel runs must not oversubscribe
     cpu = cpu_name()
     for family in args.families:
         chkpt, labeller = labellers[family]
-        rows = measure(family, args.n, args.seed, args.warmup, args.repeats, args.threads, args.out_dir,
-                       earlier[family])
+        rows = measure(family, args.n, args.seed, args.warmup, args.repeats, args.threads, earlier[family])
         archs = [arch_from_json(r, family) for r in rows]
         with torch.no_grad():
             acc = labeller.predict(encode_archs(archs).batch()).tolist()
@@ -174,7 +135,7 @@ def main(argv=None) -> None:
         write_cache(path, family, archs, entries, metrics, extra_header={"cpu": cpu, "seed": args.seed},
                     notes="Demo cache of the AutoBuild toolkit: random architectures at resolutions 192/208/224; "
                           "subnets built with random weights (latency and FLOPs do not depend on weights).")
-        os.remove(partial_path(args.out_dir, family))
+        earlier[family].remove()
         print(f"wrote {path}: {len(archs)} architectures")
 
 

@@ -94,3 +94,27 @@ def draw_hop_graphs(model, batch: GraphBatch, labels: list[str], norm: int, pref
 def ensure_dir(path: str) -> str:
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def plot_predicted_vs_measured(y_true: np.ndarray, predictions: dict[str, np.ndarray], metrics: dict[str, dict],
+                               unit: str, path: str, title: str) -> str:
+    """One scatter of predicted against measured values per predictor, on shared log axes with the line y = x;
+    ``metrics[name]`` (regression_metrics of that predictor) gives each panel's Spearman and MAPE."""
+    fig, axes = plt.subplots(1, len(predictions), figsize=(4.5 * len(predictions), 4.2), squeeze=False)
+    values = np.concatenate([y_true, *predictions.values()])
+    lo, hi = float(values[values > 0].min()) * 0.9, float(values.max()) * 1.1
+    for ax, (name, y_pred) in zip(axes[0], predictions.items()):
+        ax.scatter(y_true, y_pred, s=8, alpha=0.6)
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+        ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel=f"measured ({unit})",
+               ylabel=f"predicted ({unit})",
+               title=f"{name}: Spearman {metrics[name]['Spearman']:.3f}, MAPE {metrics[name]['MAPE']:.1f}%")
+        for axis in (ax.xaxis, ax.yaxis):  # ticks at 1, 2, 5 x 10^k as plain numbers, not powers of ten
+            axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
+            axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,4 +1,4 @@
-"""The Ray evaluation backend on a local Ray of 2 CPUs, started once for the whole module.
+"""The Ray evaluation backend on a local Ray, started once for the whole module (2 workers on the 2 cores).
 
 The fake evaluators below are module-level functions: Ray workers import this module by name to rebuild them.
 """
@@ -32,8 +32,9 @@ def local_ray():
     quiet_ray()
     old_path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.path.dirname(os.path.abspath(__file__))  # workers import the fakes from here
-    # one GPU declared, none needed: Ray hands it to a worker that asks for one, which is what is tested here
-    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR",
+    # 3 CPUs: the 2-worker pool the tests share, and 1 worker for a script that joins this Ray from outside; one
+    # GPU declared, none needed: Ray hands it to a worker that asks for one, which is what is tested here
+    ray.init(address="local", num_cpus=3, num_gpus=1, include_dashboard=False, logging_level="ERROR",
              log_to_driver=False)
     yield
     ray.shutdown()
@@ -120,8 +121,8 @@ def test_bad_backend_flags_are_user_errors():
         make_backend(workers=0)
     with pytest.raises(UserError, match="-gpus_per_worker.*-workers N"):
         make_backend(gpus_per_worker=1)
-    with pytest.raises(UserError, match="only 2 CPUs"):
-        make_backend(workers=3).connect()
+    with pytest.raises(UserError, match="only 3 CPUs"):
+        make_backend(workers=4).connect()
     with pytest.raises(UserError, match="only 1 GPUs"):
         make_backend(workers=1, gpus_per_worker=2).connect()
 
@@ -158,6 +159,19 @@ def test_eval_topk_on_two_workers_stores_the_in_process_rows(tmp_path, capsys):
     assert "networks/s" in capsys.readouterr().out
     rows = _rows(tmp_path / "ray.db")
     assert len(rows) == 8 and rows == _rows(tmp_path / "local.db")
+
+
+def test_eval_topk_joins_a_running_cluster(tmp_path):
+    """-ray_address: a second driver (the script, in its own process) joins the module's Ray and leaves it running."""
+    corpus = tmp_path / "tiny_labeled_sgs.json"
+    corpus.write_text(json.dumps(CORPUS))
+    out = subprocess.run([sys.executable, "eval_topk_ofa.py", "-unit_corpus", str(corpus), "-k", "2", "-m", "params",
+                          "-n", "2", "-res", "128", "-db", str(tmp_path / "r.db"), "-quiet", "-workers", "1",
+                          "-ray_address", ray.get_runtime_context().gcs_address],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "evaluation on Ray: 1 workers" in out.stdout and len(_rows(tmp_path / "r.db")) == 2
+    assert ray.is_initialized() and ray.cluster_resources()["CPU"] == 3
 
 
 def test_eval_topk_survives_a_killed_worker(tmp_path, monkeypatch):

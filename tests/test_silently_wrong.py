@@ -9,6 +9,7 @@ import eval_topk_ofa
 import make_demo_caches
 import train_predictor
 from iterators.errors import UserError
+from iterators.measurement_log import MeasurementLog
 from iterators.search_space import arch_from_json
 from models.checkpoints import load_predictor, predictor_digest
 from models.predictor import predict_archs
@@ -127,7 +128,7 @@ def test_a_torn_last_line_of_the_partial_file_is_measured_again(tmp_path, capsys
     path = tmp_path / "p.jsonl"
     rows = [{"resolution": 224, "config": [[f"mbconv3_e{e}_k5"] * 2] * 5, "flops": 1.0} for e in (3, 4)]
     path.write_text(json.dumps(rows[0]) + "\n" + json.dumps(rows[1])[:40])
-    done = make_demo_caches.read_partial(str(path), "ofa_mbv3")
+    done = MeasurementLog(str(path), "ofa_mbv3").rows  # make_demo_caches.py's and profile_device.py's log
     assert list(done) == [arch_from_json(rows[0]).key()]
     assert path.read_text() == json.dumps(rows[0]) + "\n"  # appending starts on a fresh line
     assert "cut off by an interruption" in capsys.readouterr().err
