@@ -11,18 +11,16 @@ skips what is done, and an interruption loses nothing already measured. Metrics:
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from tqdm import tqdm
 
 from evaluation.backends import add_backend_arguments, backend_from_args
 from evaluation.evaluators import L1_DIR, evaluate_missing, make_evaluator
 from evaluation.results_store import EXPORT_SUFFIXES, ResultsStore
-from iterators.errors import ArgumentParser, UserError, check_output_file, reading, run_cli
+from iterators.errors import ArgumentParser, UserError, check_output_file, run_cli
 from iterators.runtime import configure
 from iterators.search_space import describe, resolution_flag
-from iterators.units import assemble, corpus_family, load_unit_corpus, rank_networks, top_k_units, unit_stages
+from iterators.units import ReducedSpace, load_unit_corpus, rank_networks
 
 MAX_SHUFFLED = 1 << 64  # networks; the seeded permutation covers spaces up to this size
 
@@ -80,26 +78,21 @@ def main(argv=None) -> list[tuple]:
         if args.export:
             check_output_file(args.export, "-export", EXPORT_SUFFIXES)
     corpus = load_unit_corpus(args.unit_corpus)
-    positions = len({u["unit"] for u in corpus})
-    if len(args.k) not in (1, positions):
-        raise UserError(f"-k {' '.join(map(str, args.k))}: give one k for all {positions} units or one per unit")
-    with reading(args.unit_corpus, "unit corpus", "give a *_labeled_sgs.json written by label_units.py"):
-        family = corpus_family(corpus)
-        space = top_k_units(corpus, args.k)
-        for u, units in enumerate(space, start=1):
-            for unit in units:
-                unit_stages(family, u, unit["config"])
-    size = math.prod(map(len, space))
+    family = corpus.family
+    space = ReducedSpace.top_k(corpus, args.k)  # the space save_topk_ofa.py keeps from this corpus
+    scores = space.scores()
+    best_first = -1 if space.sources[0]["keep"] == "lowest" else 1  # a cost corpus: lowest summed score first
+    size = space.size
     if args.start_idx >= size:
         raise UserError(f"-start_idx {args.start_idx}: the space has {size:,} networks (0 .. {size - 1})")
     seed = args.seed if args.seed >= 0 else None
     if seed is not None and size > MAX_SHUFFLED:
         raise UserError(f"-seed: {size:,} networks are too many to shuffle; use smaller -k or order by score")
     stop = size if args.n == -1 else min(size, args.start_idx + args.n)
-    picked = rank_networks([[u["score"] for u in units] for units in space], seed, args.start_idx, stop)
-    archs = [assemble(family, [space[u][i]["config"] for u, i in enumerate(row)], resolution) for row in picked]
-    summed = [sum(space[u][i]["score"] for u, i in enumerate(row)) for row in picked]
-    print(f"{family} reduced space: {' x '.join(str(len(s)) for s in space)} = {size:,} networks at resolution "
+    picked = rank_networks([[best_first * s for s in position] for position in scores], seed, args.start_idx, stop)
+    archs = [space.network(row, resolution) for row in picked]
+    summed = [sum(scores[u][i] for u, i in enumerate(row)) for row in picked]
+    print(f"{family} reduced space: {' x '.join(map(str, space.sizes))} = {size:,} networks at resolution "
           f"{resolution}; slice [{args.start_idx}, {stop}) "
           f"{'shuffled with seed ' + str(seed) if seed is not None else 'by summed unit score'}")
     if args.no_eval:

@@ -2,18 +2,36 @@
 
     python label_units.py -chkpt saved_models/<name>_predictor.pt [-resolution 224]
 
-Writes units/<name>_labeled_sgs.json (a list of {"unit", "config", "hops", "score"}), prints the 10 best and 10
-worst units of every stage and saves a plot of the score distribution per stage.
+Writes units/<name>_labeled_sgs.json (the family, the predictor's target and one {"unit", "config", "hops", "score"}
+per unit), prints the 10 best and 10 worst units of every stage and saves a plot of the scores per stage.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
-from iterators.errors import ArgumentParser, check_output_dir, run_cli
+from iterators.errors import ArgumentParser, UserError, check_output_dir, run_cli
 from iterators.runtime import add_threads_flag, configure
 from iterators.search_space import describe, resolution_flag
+from iterators.units import UnitCorpus
+
+
+def plot_unit_scores(corpus: UnitCorpus, path: str) -> str:
+    """Distribution of unit scores per position (one violin each)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    positions = sorted({u["unit"] for u in corpus.units})
+    scores = [[u["score"] for u in corpus.at(p)] for p in positions]
+    fig, ax = plt.subplots(figsize=(1.6 * len(positions) + 2, 4))
+    ax.violinplot(scores, showmedians=True)
+    ax.set_xticks(range(1, len(positions) + 1), [f"unit {p}\n(n={len(s)})" for p, s in zip(positions, scores)])
+    ax.set(ylabel=f"unit score ({corpus.target} scale)", title="unit scores per stage")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def main(argv=None) -> str:
@@ -29,31 +47,28 @@ def main(argv=None) -> str:
     check_output_dir(args.out_dir, "-out_dir")
     from models.checkpoints import load_predictor  # after the flags: --help answers at once
     from models.unit_scores import score_units
-    resolution = args.resolution
     model, config = load_predictor(args.chkpt)
     if config.get("format", "custom") != "custom":
-        p.error("units are scored with a predictor of the custom (sequence-graph) format")
+        raise UserError(f"-chkpt {args.chkpt}: units are scored with a predictor of the custom (sequence-graph) "
+                        f"format, this one is {config['format']}")
     start = time.perf_counter()
-    units = score_units(model, config["family"], resolution, config.get("norm", 1), progress=not args.quiet)
+    units = score_units(model, config["family"], args.resolution, config.get("norm", 1), progress=not args.quiet)
     seconds = time.perf_counter() - start
-    print(f"scored {len(units)} units of {config['family']} at resolution {resolution} in {seconds:.2f}s "
-          f"(target {config['target']!r})")
+    corpus = UnitCorpus(config["family"], units, config["target"], os.path.basename(args.chkpt))
+    print(f"scored {len(units)} units of {corpus.family} at resolution {args.resolution} in {seconds:.2f}s "
+          f"(target {corpus.target!r})")
 
-    for unit in sorted({u["unit"] for u in units}):
-        ranked = sorted((u for u in units if u["unit"] == unit), key=lambda u: u["score"], reverse=True)
-        print(f"\nunit {unit}: {len(ranked)} units, best {args.top} / worst {args.top}")
+    for position in sorted({u["unit"] for u in units}):
+        ranked = sorted(corpus.at(position), key=lambda u: u["score"], reverse=True)
+        print(f"\nunit {position}: {len(ranked)} units, best {args.top} / worst {args.top}")
         for label, rows in (("best", ranked[:args.top]), ("worst", ranked[-args.top:])):
             for u in rows:
                 print(f"  {label:<5} {u['score']:>12.5g}  {describe(u['config'])}")
 
     os.makedirs(args.out_dir, exist_ok=True)
     name = os.path.basename(args.chkpt)[:-len("_predictor.pt")]
-    out = os.path.join(args.out_dir, f"{name}_labeled_sgs.json")
-    with open(out + ".tmp", "w") as f:
-        f.write(json.dumps(units))  # the C encoder: json.dump's chunked writes run in Python, 5x slower
-    os.replace(out + ".tmp", out)
-    from models.plots import plot_unit_scores
-    plot = plot_unit_scores(units, config["target"], os.path.join(args.out_dir, f"{name}_unit_scores.png"))
+    out = corpus.save(os.path.join(args.out_dir, f"{name}_labeled_sgs.json"))
+    plot = plot_unit_scores(corpus, os.path.join(args.out_dir, f"{name}_unit_scores.png"))
     print(f"\nwrote {out} and {plot}")
     return out
 

@@ -24,13 +24,13 @@ from iterators.errors import ArgumentParser, UserError, check_output_dir, run_cl
 from iterators.graphs import GraphSet
 from iterators.runtime import add_threads_flag, configure
 from iterators.targets import Target
+from iterators.units import unit_target_moments
 from models.baselines import BASELINES, baseline_run_name, fit_baseline, format_readout, readout
 from models.checkpoints import run_name, save_predictor
 from models.encoder import ACTIVATIONS, GNN_TYPES
 from models.loss import RankingLoss
 from models.predictor import POOLS, TEST_METRICS, build_predictor
-from models.training import (fit, hop_norm_moments, predict_with_embeddings, regression_metrics, split_indices,
-                             unit_target_moments)
+from models.training import fit, hop_norm_moments, predict_with_embeddings, regression_metrics, split_indices
 
 DEFAULT_FAMILY = "ofa_mbv3"
 

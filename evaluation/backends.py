@@ -151,8 +151,9 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def make_backend(workers: int | None = None, ray_address: str | None = None, gpus_per_worker: float = 0,
-                 **ray_options) -> Backend:
-    """In-process without ``workers`` and ``ray_address``, else a RayBackend (Ray is imported only then)."""
+                 init_options: dict | None = None) -> Backend:
+    """In-process without ``workers`` and ``ray_address``, else a RayBackend (Ray is imported only then), which
+    passes ``init_options`` to ``ray.init`` if it starts or joins Ray itself."""
     if workers is not None and workers < 1:
         raise UserError(f"-workers {workers}: give at least 1 worker, or leave -workers out to evaluate in this "
                         "process")
@@ -163,7 +164,7 @@ def make_backend(workers: int | None = None, ray_address: str | None = None, gpu
             raise UserError("-gpus_per_worker applies to Ray workers: add -workers N or -ray_address ADDR")
         return InProcessBackend()
     from evaluation.ray_backend import RayBackend
-    return RayBackend(workers, ray_address, gpus_per_worker, **ray_options)
+    return RayBackend(workers, ray_address, gpus_per_worker, init_options)
 
 
 def backend_from_args(args: argparse.Namespace) -> Backend:

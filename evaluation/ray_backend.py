@@ -8,7 +8,8 @@ quarter of a worker's share of what is left, so the run ends evenly.
 
 Workers. A pool of ``workers`` actors (1 CPU and ``gpus_per_worker`` GPUs each) evaluates every metric that is not
 a timing. Each worker builds an evaluator from the metric's recipe on its first chunk and keeps it (the supernet,
-data loaders, predictor are loaded once per worker). With GPUs, ImageNet accuracy runs on the worker's GPU.
+data loaders, predictor are loaded once per worker). ImageNet accuracy runs on the GPU Ray gave the worker, and on
+its CPU when it holds none (a worker without GPUs must not use the node's unreserved ones).
 
 Timings (``cpu``, ``gpu`` latency: evaluators with a ``timing_device``) must not share their device with other work,
 so they never go to the pool. They go to one timing actor per node (per node with a GPU for ``gpu``), pinned to it,

@@ -6,11 +6,13 @@ A unit of family F at position u (1-based, as in the paper's files) is a block s
 """
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import json
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -19,7 +21,10 @@ import torch
 from iterators.encoding import N_FEATURES, block_type_index, resolution_feature
 from iterators.errors import UserError, reading
 from iterators.graphs import GraphSet
-from iterators.search_space import EXPANSIONS, FAMILIES, KERNELS, Arch, ArchError, Family, make_arch, parse_block
+from iterators.safe_pickle import restricted_load
+from iterators.search_space import (EXPANSIONS, FAMILIES, KERNELS, Arch, ArchError, Family, get_family, make_arch,
+                                    parse_block)
+from iterators.targets import Target, TargetError
 
 CHOICES = tuple(itertools.product(EXPANSIONS, KERNELS))  # the 9 (e, k) blocks, choice c = e_index * 3 + k_index
 
@@ -60,8 +65,30 @@ def unit_groups(family: str) -> list[UnitGroup]:
     return groups
 
 
-def count_units(family: str) -> int:
-    return sum(len(g.choices) for g in unit_groups(family))
+def unit_moment_shape(family: str | None) -> tuple[int, int]:
+    """(unit positions, depth indices) of the per-(position, depth) target moments that unit scores are mapped onto:
+    a unit of n blocks has depth index n - 1. (0, 0) for a format or family without units."""
+    if family not in FAMILIES:
+        return (0, 0)
+    fam = FAMILIES[family]
+    return len(fam.units), max(sum(max(fam.stage_depths[s]) for s in stages) for stages in fam.units)
+
+
+def unit_target_moments(archs: list[Arch], y: np.ndarray, family: str) -> torch.Tensor:
+    """[positions, depth indices, 2]: mean and std of the target over networks whose unit u has depth index h.
+
+    Unit scores are shifted onto these distributions, so a unit's score reads in the target's own units. A
+    (position, depth) never seen keeps the neutral N(0, 1).
+    """
+    shape = unit_moment_shape(family)
+    moments = torch.stack([torch.zeros(shape), torch.ones(shape)], dim=-1)
+    groups: dict[tuple[int, int], list[float]] = {}
+    for arch, value in zip(archs, y):
+        for unit, hop in enumerate(arch.unit_hops()):
+            groups.setdefault((unit, hop), []).append(float(value))
+    for (unit, hop), values in groups.items():
+        moments[unit, hop] = torch.tensor([np.mean(values), np.std(values)])
+    return moments
 
 
 def group_graphs(group: UnitGroup, family: str, resolution: int) -> GraphSet:
@@ -121,41 +148,232 @@ def split_into_units(arch: Arch) -> list:
             for stages in FAMILIES[arch.family].units]
 
 
-def load_unit_corpus(path: str) -> list[dict]:
-    """A label_units.py output: a list of {"unit", "config", "hops", "score"}."""
-    fix = "give a *_labeled_sgs.json written by label_units.py"
-    with reading(path, "unit corpus", fix):
+# --- unit corpora: label_units.py's output (JSON) and the original code's *_labeled_sgs.pkl --------------------------
+
+CORPUS_FORMAT = "autobuild_unit_corpus"
+SPACE_FORMAT = "autobuild_reduced_space"
+FORMAT_VERSION = 1
+# metrics whose smaller values are better: a corpus scored on one of them alone keeps its lowest-scored units
+COST_METRICS = ("latency", "flops", "params", "n_params")
+
+
+class _Dropped:
+    """Stands in for the non-data objects of the original's pickles (each unit's torch_geometric graph, which the
+    toolkit rebuilds from the config): built from anything, keeps nothing, runs nothing."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __setitem__(self, key, value):
+        pass
+
+    def append(self, value):
+        pass
+
+    def extend(self, values):
+        pass
+
+
+# what a labeled_sgs.pkl names besides plain data: PyG's Data and its storage, and torch's tensor rebuilders
+_LEGACY_PICKLE_CLASSES = {**{name: _Dropped for name in (
+    ("torch_geometric.data.data", "Data"), ("torch_geometric.data.data", "DataEdgeAttr"),
+    ("torch_geometric.data.data", "DataTensorAttr"), ("torch_geometric.data.storage", "GlobalStorage"),
+    ("torch_geometric.data.storage", "BaseStorage"), ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_tensor"), ("torch._utils", "_rebuild_parameter"),
+    ("torch._tensor", "_rebuild_from_type_v2"), ("torch.storage", "_load_from_bytes"), ("torch", "Size"),
+    ("torch", "Tensor"), ("torch", "FloatStorage"), ("torch", "LongStorage"))},
+    ("collections", "OrderedDict"): collections.OrderedDict}
+
+
+def _read(path: str, what: str, fix: str):
+    """A JSON file, or (``.pkl``) a pickle of the original code, read through the restricted unpickler."""
+    with reading(path, what, fix):
+        if path.endswith(".pkl"):
+            return restricted_load(path, _LEGACY_PICKLE_CLASSES)
         with open(path) as f:
-            corpus = json.load(f)
-        if not isinstance(corpus, list) or not corpus or not all(
-                isinstance(u, dict) and {"unit", "config", "score"} <= set(u) and isinstance(u["unit"], int)
-                and isinstance(u["score"], (int, float)) and math.isfinite(u["score"]) for u in corpus):
-            raise UserError(f"{path}: expected a list of {{unit, config, hops, score}} with integer units and "
-                            f"finite scores; {fix}")
-    return corpus
+            return json.load(f)
 
 
-def top_k_units(corpus: list[dict], ks: list[int]) -> list[list[dict]]:
-    """Per unit position (1..U), its k best units by score, best first. ``ks``: one k, or one per unit."""
-    positions = sorted({u["unit"] for u in corpus})
-    if positions != list(range(1, len(positions) + 1)):
-        raise ValueError(f"the unit corpus covers units {positions}; expected 1..{len(positions)}")
-    if len(ks) not in (1, len(positions)) or min(ks) < 1:
-        raise ValueError(f"give one positive k for all {len(positions)} units or one per unit, got {ks}")
-    ks = ks * len(positions) if len(ks) == 1 else ks
-    return [sorted((u for u in corpus if u["unit"] == pos), key=lambda u: -u["score"])[:k]
-            for pos, k in zip(positions, ks)]
-
-
-def corpus_family(corpus_or_space) -> str:
-    """The family of a unit corpus or a search space, from its first block string."""
-    first = corpus_or_space[0]
-    config = first["config"] if isinstance(first, dict) else first[0]
+def config_family(config) -> str:
+    """The family of a unit config, from its first block string."""
     block = unit_blocks(config)[0]
     for fam in FAMILIES.values():
         if parse_block(block)[0] == fam.block_type:
             return fam.name
     raise ArchError(f"no family uses {block!r}")
+
+
+def is_cost_target(target: str | None) -> bool:
+    """True for a target over cost metrics only (e.g. ``latency_gpu``, ``np.log(flops)``): lower is better."""
+    if not target:
+        return False
+    try:
+        names = Target(target).names
+    except TargetError:
+        return False
+    return bool(names) and all(n.startswith(COST_METRICS) for n in names)
+
+
+@dataclass
+class UnitCorpus:
+    """Every unit of a family with its score (label_units.py): ``units`` holds {"unit", "config", "hops", "score"}."""
+    family: str
+    units: list[dict]
+    target: str | None = None     # the target of the predictor that scored them, when known
+    predictor: str | None = None  # its checkpoint
+    path: str | None = None       # the file it was read from
+
+    def at(self, position: int) -> list[dict]:
+        return [u for u in self.units if u["unit"] == position]
+
+    def save(self, path: str) -> str:
+        """JSON: a header object with one unit per line, written atomically."""
+        header = {"format": CORPUS_FORMAT, "version": FORMAT_VERSION, "family": self.family, "target": self.target,
+                  "predictor": self.predictor}
+        with open(path + ".tmp", "w") as f:
+            f.write(json.dumps(header)[:-1] + ', "units": [\n')
+            f.write(",\n".join(json.dumps({k: u[k] for k in ("unit", "config", "hops", "score")}) for u in self.units))
+            f.write("\n]}\n")
+        os.replace(path + ".tmp", path)
+        return path
+
+
+def load_unit_corpus(path: str) -> UnitCorpus:
+    """A unit corpus: label_units.py's JSON (or the plain list it wrote before), or the original's pickle."""
+    fix = "give a *_labeled_sgs.json written by label_units.py (or the original's *_labeled_sgs.pkl)"
+    data = _read(path, "unit corpus", fix)
+    meta = data if isinstance(data, dict) else {}
+    units = meta.get("units") if meta else data
+    with reading(path, "unit corpus", fix):
+        if not isinstance(units, list) or not units or not all(
+                isinstance(u, dict) and {"unit", "config", "score"} <= set(u) and isinstance(u["unit"], int)
+                and isinstance(u["score"], (int, float)) and math.isfinite(u["score"]) for u in units):
+            raise ValueError("expected a list of {unit, config, hops, score} with integer units and finite scores")
+        family = meta.get("family") or config_family(units[0]["config"])
+        units = [{"unit": u["unit"], "config": u["config"], "score": float(u["score"]),
+                  "hops": int(u.get("hops", len(unit_blocks(u["config"])) - 1))} for u in units]
+        positions = sorted({u["unit"] for u in units})
+        if positions != list(range(1, len(get_family(family).units) + 1)):
+            raise ValueError(f"it covers unit positions {positions}; {family} has 1..{len(FAMILIES[family].units)}")
+        for u in units:
+            unit_stages(family, u["unit"], u["config"])
+    return UnitCorpus(family, units, meta.get("target"), meta.get("predictor"), path)
+
+
+# --- reduced spaces: per unit position, the units a network may use ------------------------------------------------
+
+def _config_key(config) -> str:
+    return json.dumps(config)
+
+
+@dataclass
+class ReducedSpace:
+    """The search space AutoBuild builds: per unit position, a list of candidate units.
+
+    ``candidates[p]`` holds position p+1's units as {"config", "score", "source"}: the score the unit has in the corpus
+    it was picked from (None when unknown) and that corpus's index in ``sources`` (how it was picked: file, target,
+    which end, k). Networks are every combination of one candidate per position.
+    """
+    family: str
+    candidates: list[list[dict]]
+    sources: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        fam = get_family(self.family)
+        if len(self.candidates) != len(fam.units) or not all(self.candidates):
+            raise ArchError(f"a {self.family} reduced space needs a non-empty candidate list for each of its "
+                            f"{len(fam.units)} unit positions, got {[len(c) for c in self.candidates]}")
+        for position, cands in enumerate(self.candidates, start=1):
+            for c in cands:
+                unit_stages(self.family, position, c["config"])
+
+    @classmethod
+    def top_k(cls, corpus: UnitCorpus, ks: list[int], keep: str = "auto") -> "ReducedSpace":
+        """The k best units of every position: the highest-scored, or the lowest for a cost target (``keep="auto"``).
+
+        ``ks``: one k for every position, or one per position.
+        """
+        n = len(FAMILIES[corpus.family].units)
+        if len(ks) not in (1, n) or min(ks) < 1:
+            raise UserError(f"-k {' '.join(map(str, ks))}: give one k (at least 1) for all {n} unit positions, or one "
+                            "per position")
+        if keep not in ("auto", "highest", "lowest"):
+            raise UserError(f"-keep: choose auto, highest or lowest, not {keep!r}")
+        ks = list(ks) * n if len(ks) == 1 else list(ks)
+        lowest = keep == "lowest" or (keep == "auto" and is_cost_target(corpus.target))
+        source = {"corpus": os.path.basename(corpus.path or ""), "target": corpus.target,
+                  "keep": "lowest" if lowest else "highest", "k": ks}
+        candidates = [[{"config": u["config"], "score": u["score"], "source": 0}
+                       for u in sorted(corpus.at(p), key=lambda u: u["score"], reverse=not lowest)[:k]]
+                      for p, k in enumerate(ks, start=1)]
+        return cls(corpus.family, candidates, [source])
+
+    @classmethod
+    def merge(cls, spaces: list["ReducedSpace"]) -> "ReducedSpace":
+        """Union per position, in first-seen order; a unit listed by several spaces is kept once (its first entry)."""
+        families = {s.family for s in spaces}
+        if len(families) != 1:
+            raise UserError(f"cannot merge reduced spaces of different families: {', '.join(sorted(families))}")
+        merged: list[dict[str, dict]] = [{} for _ in spaces[0].candidates]
+        sources = []
+        for space in spaces:
+            for position, cands in enumerate(space.candidates):
+                for c in cands:
+                    merged[position].setdefault(_config_key(c["config"]), {**c, "source": len(sources) + c["source"]})
+            sources += space.sources
+        return cls(spaces[0].family, [list(m.values()) for m in merged], sources)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(c) for c in self.candidates]
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.sizes)
+
+    def configs(self) -> list[list]:
+        return [[c["config"] for c in cands] for cands in self.candidates]
+
+    def scores(self) -> list[list[float]]:
+        """Per position, the candidates' scores; only meaningful for a space picked from one corpus."""
+        if len(self.sources) > 1 or any(c["score"] is None for cands in self.candidates for c in cands):
+            raise UserError("networks of a reduced space are ordered by summed unit score only when all its units "
+                            "come from one scored corpus")
+        return [[c["score"] for c in cands] for cands in self.candidates]
+
+    def network(self, row, resolution: int) -> Arch:
+        """The network that takes candidate ``row[p]`` at every position p."""
+        return assemble(self.family, [self.candidates[p][i]["config"] for p, i in enumerate(row)], resolution)
+
+    def save(self, path: str) -> str:
+        """JSON, one position per line, written atomically."""
+        header = {"format": SPACE_FORMAT, "version": FORMAT_VERSION, "family": self.family, "sources": self.sources}
+        with open(path + ".tmp", "w") as f:
+            f.write(json.dumps(header)[:-1] + ', "candidates": [\n')
+            f.write(",\n".join(json.dumps(cands) for cands in self.candidates))
+            f.write("\n]}\n")
+        os.replace(path + ".tmp", path)
+        return path
+
+    @classmethod
+    def load(cls, path: str) -> "ReducedSpace":
+        """A reduced-space file: save_topk_ofa.py's JSON (or the plain list of config lists it wrote before), or the
+        original's *_search_space.pkl (a list, per position, of unit configs)."""
+        fix = "give a *_search_space.json written by save_topk_ofa.py (or the original's *_search_space.pkl)"
+        data = _read(path, "reduced search space", fix)
+        with reading(path, "reduced search space", fix):
+            if isinstance(data, dict):
+                if data.get("format") != SPACE_FORMAT:
+                    raise ValueError(f"its format is {data.get('format')!r}, not {SPACE_FORMAT!r}")
+                return cls(data["family"], data["candidates"], data.get("sources", []))
+            if not isinstance(data, list) or not data or not all(isinstance(p, list) and p for p in data):
+                raise ValueError("expected a list, per unit position, of unit configs")
+            source = {"corpus": os.path.basename(path), "target": None, "keep": None, "k": [len(p) for p in data]}
+            return cls(config_family(data[0][0]), [[{"config": c, "score": None, "source": 0} for c in p]
+                                                   for p in data], [source])
 
 
 SORT_ALL_UP_TO = 1 << 22  # spaces up to this many networks are ranked by one vectorised sort, larger ones lazily

@@ -11,7 +11,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from iterators.graphs import GraphBatch  # noqa: E402
-from models.unit_scores import scores_by_unit  # noqa: E402
 
 
 def plot_training(history: list[float], y_true: np.ndarray, y_pred: np.ndarray, target: str, path: str) -> str:
@@ -94,37 +93,6 @@ def draw_hop_graphs(model, batch: GraphBatch, labels: list[str], norm: int, pref
 
 def ensure_dir(path: str) -> str:
     os.makedirs(path, exist_ok=True)
-    return path
-
-
-def plot_unit_scores(units: list[dict], target: str, path: str) -> str:
-    """Distribution of unit scores per stage (one violin per unit position)."""
-    by_unit = scores_by_unit(units)
-    fig, ax = plt.subplots(figsize=(1.6 * len(by_unit) + 2, 4))
-    ax.violinplot(list(by_unit.values()), showmedians=True)
-    ax.set_xticks(range(1, len(by_unit) + 1), [f"unit {u}\n(n={len(v)})" for u, v in by_unit.items()])
-    ax.set(ylabel=f"unit score ({target} scale)", title="unit scores per stage")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def plot_search(points: list[tuple[float, float]], iteration: list[int], front: list[int], metrics: tuple[str, str],
-                path: str) -> str:
-    """Every evaluated network (cost vs accuracy) coloured by the iteration that found it, the front drawn."""
-    pts = np.array(points)
-    fig, ax = plt.subplots(figsize=(7, 5))
-    sc = ax.scatter(pts[:, 1], pts[:, 0], c=iteration, cmap="viridis", s=14, alpha=0.8)
-    fig.colorbar(sc, ax=ax, label="iteration (0 = initial population)", ticks=range(max(iteration) + 1))
-    f = pts[sorted(front, key=lambda i: pts[i, 1])]
-    ax.step(f[:, 1], f[:, 0], where="post", color="red", lw=1.5, label="Pareto front")
-    ax.scatter(f[:, 1], f[:, 0], facecolors="none", edgecolors="red", s=40)
-    ax.set(xlabel=metrics[1], ylabel=metrics[0], title="random-mutation Pareto search")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

@@ -11,21 +11,13 @@ from torch import nn
 
 from iterators.encoding import encode_archs
 from iterators.graphs import GraphBatch, GraphSet
-from iterators.search_space import FAMILIES, Arch
+from iterators.search_space import Arch
+from iterators.units import unit_moment_shape
 from models.encoder import HopEncoder, make_activation
 from models.fe_mlp import OpGraphFEMLP, SequenceFEMLP
 
 POOLS = ("mean", "sum", "max")
 TEST_METRICS = ("MAE", "MAPE", "Spearman", "KendallTau")
-
-
-def unit_moment_shape(family: str | None) -> tuple[int, int]:
-    """(units, depth indices) of the per-(unit, depth) target moments unit scores are mapped onto: a unit of n blocks
-    has depth index n - 1. (0, 0) for a format or family without units."""
-    if family not in FAMILIES:
-        return (0, 0)
-    fam = FAMILIES[family]
-    return len(fam.units), max(sum(max(fam.stage_depths[s]) for s in unit) for unit in fam.units)
 
 
 class _GraphSum(torch.autograd.Function):

@@ -9,9 +9,8 @@ from scipy import stats
 from tqdm import tqdm
 
 from iterators.graphs import GraphSet
-from iterators.search_space import Arch
 from models.loss import RankingLoss
-from models.predictor import Predictor, unit_moment_shape
+from models.predictor import Predictor
 
 GRAD_CLIP_NORM = 5.0
 
@@ -63,22 +62,6 @@ def split_indices(n: int, seed: int, train_ratio: float = 0.9) -> tuple[np.ndarr
     order = np.random.RandomState(seed).permutation(n)
     n_train = int(round(n * train_ratio))
     return np.sort(order[:n_train]), np.sort(order[n_train:])
-
-
-def unit_target_moments(archs: list[Arch], y: np.ndarray, family: str) -> torch.Tensor:
-    """[stages, depth indices, 2]: mean and std of the target over architectures whose unit s has depth index h.
-
-    Unit scores are shifted onto these distributions, so a unit's score reads in the target's own units.
-    """
-    shape = unit_moment_shape(family)
-    moments = torch.stack([torch.zeros(shape), torch.ones(shape)], dim=-1)
-    groups: dict[tuple[int, int], list[float]] = {}
-    for arch, value in zip(archs, y):
-        for unit, hop in enumerate(arch.unit_hops()):
-            groups.setdefault((unit, hop), []).append(float(value))
-    for (unit, hop), values in groups.items():
-        moments[unit, hop] = torch.tensor([np.mean(values), np.std(values)])
-    return moments
 
 
 def fit(model: Predictor, graphs: GraphSet, y: torch.Tensor, train_idx: np.ndarray, epochs: int,

@@ -43,10 +43,3 @@ def score_units(model: Predictor, family: str, resolution: int = 224, norm: int 
                    for cfg, s in zip(group.configs(fam), scores))
     bar.close()
     return out
-
-
-def scores_by_unit(units: list[dict]) -> dict[int, np.ndarray]:
-    by_unit: dict[int, list[float]] = {}
-    for u in units:
-        by_unit.setdefault(u["unit"], []).append(u["score"])
-    return {u: np.array(v) for u, v in sorted(by_unit.items())}

@@ -1,4 +1,4 @@
-"""Pareto bookkeeping: dominance, non-dominated sorting and the 2-D hypervolume.
+"""Pareto bookkeeping: non-dominated sorting and the 2-D hypervolume.
 
 Objectives are given as rows of a [n, m] array with a direction per column: +1 to maximise, -1 to minimise.
 """
@@ -10,12 +10,6 @@ import numpy as np
 def _as_minimised(points, directions) -> np.ndarray:
     directions = np.asarray(directions, dtype=float)
     return -np.asarray(points, dtype=float).reshape(-1, len(directions)) * directions
-
-
-def dominates(a, b, directions) -> bool:
-    """a is at least as good as b in every objective and better in one."""
-    a, b = _as_minimised([a], directions)[0], _as_minimised([b], directions)[0]
-    return bool(np.all(a <= b) and np.any(a < b))
 
 
 def non_dominated_sort(points, directions) -> list[list[int]]:
@@ -38,6 +32,18 @@ def non_dominated_sort(points, directions) -> list[list[int]]:
         fronts.append(np.flatnonzero(front).tolist())
         remaining &= ~front
     return fronts
+
+
+def front_2d(points, directions) -> list[int]:
+    """Indices (ascending) of the non-dominated points of a 2-D set in O(n log n): ``non_dominated_sort(...)[0]``
+    for sets too big for its n x n comparison; identical points share the front."""
+    f = _as_minimised(points, directions)
+    front, last = [], None
+    for i in np.lexsort((f[:, 1], f[:, 0])):
+        if last is None or f[i, 1] < last[1] or (f[i] == last).all():
+            front.append(int(i))
+            last = f[i]
+    return sorted(front)
 
 
 def hypervolume_2d(points, reference, directions) -> float:

@@ -28,6 +28,7 @@ from evaluation.results_store import ResultsStore  # noqa: E402
 from iterators.errors import ArgumentParser, UserError, check_output_dir, reading, run_cli  # noqa: E402
 from iterators.runtime import reuse_freed_memory  # noqa: E402
 from iterators.search_space import FAMILIES, arch_from_json, describe, resolution_flag  # noqa: E402
+from iterators.units import ReducedSpace  # noqa: E402
 from models.baselines import BilinearPredictor  # noqa: E402
 from models.checkpoints import load_predictor  # noqa: E402
 from models.latency_table import LatencyTable, LatencyTableError  # noqa: E402
@@ -79,10 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def load_space(args) -> SearchSpace:
     if not args.unit_corpus:
         return SearchSpace.full(args.family, args.resolutions[0])
-    try:
-        space = SearchSpace.from_files(args.unit_corpus, args.resolutions[0])
-    except (OSError, ValueError) as err:
-        raise UserError(f"-unit_corpus: {err}") from None
+    space = SearchSpace.reduced(ReducedSpace.merge([ReducedSpace.load(f) for f in args.unit_corpus]),
+                                args.resolutions[0])
     if space.family != args.family:
         raise UserError(f"-unit_corpus describes a {space.family} space, not {args.family}")
     return space

@@ -6,7 +6,9 @@
 
 Without -unit_corpus every unit of every stage is a candidate ("Stage-Full"). Accuracy comes from -acc_predictor (a
 surrogate: an accuracy predictor of the same family) or from ImageNet (-supernet_path, -imagenet_dir); the cost from
--metric (cpu, gpu, flops, params or <device>_predicted, case-insensitive). Output: outputs/<model_name>/
+-metric (cpu, gpu, flops, params or <device>_predicted, case-insensitive). -unit_corpus takes one or more reduced
+spaces (merged per stage); -widen W starts the search in them and lets each mutation draw from the whole stage with
+probability W, so the search can still leave them. Output: outputs/<model_name>/
 (settings.json, search.log, front_iter<i>.json, final_front.txt, pareto.png). -resume continues a run with the
 settings stored in its settings.json (-num_iterations may grow); other settings are refused, naming the flags.
 
@@ -29,9 +31,10 @@ from evaluation.backends import add_backend_arguments, backend_from_args  # noqa
 from evaluation.evaluators import L1_DIR, accuracy_evaluator, make_evaluator  # noqa: E402
 from evaluation.ofa_manager import checkpoint_name  # noqa: E402
 from evaluation.results_store import ResultsStore  # noqa: E402
-from iterators.errors import ArgumentParser, UserError, check_output_dir, reading, run_cli  # noqa: E402
+from iterators.errors import ArgumentParser, UserError, check_output_dir, run_cli  # noqa: E402
 from iterators.runtime import add_threads_flag, configure  # noqa: E402
 from iterators.search_space import FAMILIES, describe, resolution_flag  # noqa: E402
+from iterators.units import ReducedSpace  # noqa: E402
 from rm_search.search import ObjectiveCache, SearchConfig, front_records, run_search, save_front  # noqa: E402
 from rm_search.space import SearchSpace  # noqa: E402
 
@@ -83,7 +86,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="device of ImageNet evaluation (default: cuda when available)")
     p.add_argument("-num_workers", type=int, default=None, help="ImageNet data-loader workers (default: one per "
                    "core, at most 8)")
-    p.add_argument("-unit_corpus", nargs="+", default=None, help="*_search_space.json files, merged per stage")
+    p.add_argument("-unit_corpus", nargs="+", default=None,
+                   help="reduced spaces (save_topk_ofa.py's *_search_space.json, or the original's .pkl), merged")
+    p.add_argument("-widen", type=float, default=0.0,
+                   help="seed the search in the reduced space, then let each mutation draw its unit from the whole "
+                        "stage with this probability (default 0: stay in the reduced space)")
     p.add_argument("-random_init_set_size", type=int, default=50)
     p.add_argument("-num_iterations", type=int, default=4)
     p.add_argument("-eval_budget", type=int, default=50)
@@ -112,8 +119,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.mutate_prob_type != "uniform":
         p.error(f"-mutate_prob_type {args.mutate_prob_type}: only uniform mutation is built in, with probability "
                 f"-stage_mutate_prob; restrict the space with -unit_corpus instead")
-    if not 0 <= args.stage_mutate_prob <= 1:
-        p.error("-stage_mutate_prob must lie in [0, 1]")
+    for name in ("stage_mutate_prob", "widen"):
+        if not 0 <= getattr(args, name) <= 1:
+            p.error(f"-{name} {getattr(args, name)} must lie in [0, 1]")
+    if args.widen and not args.unit_corpus:
+        p.error("-widen widens a reduced space: give it as -unit_corpus")
     for name in ("random_init_set_size", "eval_budget", "mutation_depth", "num_pareto_runs", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"-{name} must be at least 1")
@@ -179,10 +189,8 @@ def main(argv=None):
         raise UserError(f"-resume: {out} has no {SETTINGS} (an older run), so its settings cannot be checked; start "
                         f"a new -model_name")
     check_output_dir(out, "-out_dir")
-    with reading(" ".join(args.unit_corpus or []), "search space file (-unit_corpus)",
-                 "give *_search_space.json files written by save_topk_ofa.py"):
-        space = (SearchSpace.from_files(args.unit_corpus, resolution) if args.unit_corpus
-                 else SearchSpace.full(args.family, resolution))
+    space = (SearchSpace.reduced(ReducedSpace.merge([ReducedSpace.load(f) for f in args.unit_corpus]), resolution,
+                                 args.widen) if args.unit_corpus else SearchSpace.full(args.family, resolution))
     if space.family != args.family:
         raise UserError(f"-unit_corpus holds units of {space.family}, not {args.family}: pass -family "
                         f"{space.family}")
@@ -213,7 +221,8 @@ def main(argv=None):
                 log_file.flush()
 
             log(f"{'resumed' if started else 'new'} search {args.model_name}: {args.family}, "
-                f"{'reduced' if args.unit_corpus else 'full'} space of {space.size:.4g} networks at r{resolution}; "
+                f"{'reduced' if args.unit_corpus else 'full'} space of {space.size:.4g} networks at r{resolution}"
+                f"{f', widened with probability {args.widen}' if args.widen else ''}; "
                 f"objectives {accuracy.metric} (max), {cost.metric} (min); {vars(cfg)}")
             total = cfg.random_init_set_size + cfg.num_iterations * cfg.eval_budget
             with tqdm(total=total, unit="net", desc="search", disable=args.quiet) as bar:
@@ -228,7 +237,7 @@ def main(argv=None):
             with open(os.path.join(out, "final_front.txt"), "w") as f:
                 f.write("\n".join(table) + "\n")
             log("final Pareto front:\n" + "\n".join(table))
-            from models.plots import plot_search  # matplotlib only once there is something to draw
+            from rm_search.plots import plot_search  # matplotlib only once there is something to draw
             plot = plot_search(state.points, state.iteration, state.front(), metrics, os.path.join(out, "pareto.png"))
             log(f"hypervolume per iteration: {[round(h, 6) for h in state.hypervolumes]}; wrote {out}/ ({plot})")
             if backend.summary():

@@ -12,6 +12,7 @@ import json
 import os
 import random
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -20,7 +21,7 @@ from evaluation.evaluators import Evaluator, evaluate_missing
 from evaluation.results_store import ResultsStore
 from iterators.errors import UserError
 from iterators.search_space import Arch
-from rm_search.pareto import hypervolume_2d, non_dominated_sort
+from rm_search.pareto import front_2d, hypervolume_2d
 from rm_search.space import SearchSpace
 
 DIRECTIONS = (1, -1)  # maximise accuracy, minimise cost
@@ -48,8 +49,15 @@ class SearchState:
     reference: tuple[float, float] | None = None
 
     def front(self, runs: int = 1) -> list[int]:
-        fronts = non_dominated_sort(self.points, DIRECTIONS)
-        return [i for f in fronts[:runs] for i in f]
+        """Indices of the first ``runs`` non-dominated fronts of everything evaluated."""
+        chosen, left = [], np.arange(len(self.points))
+        for _ in range(runs):
+            if not len(left):
+                break
+            front = left[front_2d(np.asarray(self.points)[left], DIRECTIONS)]
+            chosen += front.tolist()
+            left = np.setdiff1d(left, front)
+        return chosen
 
 
 class ObjectiveCache:
@@ -70,10 +78,33 @@ class ObjectiveCache:
         return list(zip(*columns))
 
 
+class MemoryObjectives:
+    """Both objectives from two functions ``archs -> values`` (e.g. predictors), each network computed once and kept
+    in memory: for experiments that run many searches against the same oracles."""
+
+    def __init__(self, accuracy: Callable[[list[Arch]], list[float]], cost: Callable[[list[Arch]], list[float]]):
+        self.functions, self.known = (accuracy, cost), {}
+
+    def __call__(self, archs: list[Arch]) -> list[tuple[float, float]]:
+        missing = list({a.key(): a for a in archs if a.key() not in self.known}.values())
+        if missing:
+            values = [f(missing) for f in self.functions]
+            for arch, point in zip(missing, zip(*values)):
+                self.known[arch.key()] = (float(point[0]), float(point[1]))
+        return [self.known[a.key()] for a in archs]
+
+
+def paper_schedule(budget: int, **overrides) -> SearchConfig:
+    """The paper's budget split, scaled: a fifth random, then 4 iterations of a fifth (250 = 50 + 4 x 50)."""
+    if budget < 5 or budget % 5:
+        raise ValueError(f"a budget of {budget} evaluations does not split into 5 equal parts")
+    return SearchConfig(random_init_set_size=budget // 5, num_iterations=4, eval_budget=budget // 5, **overrides)
+
+
 def _new_networks(space: SearchSpace, make, n: int, seen: set[str], rng: random.Random) -> list[Arch]:
     found = []
     for _ in range(n * MAX_MUTATION_TRIES):
-        if len(found) == n:
+        if len(found) == n or len(seen) >= space.reachable:
             break
         arch = make(rng)
         if arch.key() not in seen:

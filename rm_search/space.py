@@ -1,12 +1,13 @@
-"""What the search may build: per unit position, a set of candidate unit configs (a reduced space from
-save_topk_ofa.py files, or every unit of the stage: "Stage-Full"), with sampling and mutation."""
+"""What the search may build: per unit position, a set of candidate units (a reduced space, or every unit of the
+stage: "Stage-Full"), with sampling and mutation; optionally widened, so that a search started in a reduced space can
+still reach every unit of the full one."""
 from __future__ import annotations
 
 import json
 import random
 
 from iterators.search_space import EXPANSIONS, FAMILIES, KERNELS, Arch
-from iterators.units import assemble, corpus_family, split_into_units, unit_stages
+from iterators.units import ReducedSpace, assemble, split_into_units
 
 
 def _key(config) -> str:
@@ -19,7 +20,6 @@ class UnitCandidates:
     def __init__(self, family: str, unit: int, configs: list | None = None):
         self.family, self.unit = family, unit
         self.configs = configs
-        self._keys = None if configs is None else {_key(c) for c in configs}
 
     def __len__(self) -> int:
         if self.configs is not None:
@@ -48,19 +48,17 @@ class UnitCandidates:
             if _key(config) != _key(current):
                 return config
 
-    def __contains__(self, config) -> bool:
-        if self.configs is not None:
-            return _key(config) in self._keys
-        try:
-            unit_stages(self.family, self.unit, config)
-            return True
-        except ValueError:
-            return False
-
 
 class SearchSpace:
-    def __init__(self, family: str, candidates: list[UnitCandidates], resolution: int):
-        self.family, self.candidates, self.resolution = family, candidates, resolution
+    """Networks at one resolution, one candidate unit per position.
+
+    ``widen`` (0-1): the probability that a mutation draws the new unit from the whole stage instead of the listed
+    candidates; 0 keeps the search inside the listed units, 1 mutates as in the full space.
+    """
+
+    def __init__(self, family: str, candidates: list[UnitCandidates], resolution: int, widen: float = 0.0):
+        self.family, self.candidates, self.resolution, self.widen = family, candidates, resolution, widen
+        self._full = [UnitCandidates(family, c.unit) for c in candidates]
 
     @classmethod
     def full(cls, family: str, resolution: int) -> "SearchSpace":
@@ -68,30 +66,24 @@ class SearchSpace:
                    resolution)
 
     @classmethod
-    def from_files(cls, paths: list[str], resolution: int) -> "SearchSpace":
-        """Merge *_search_space.json files (save_topk_ofa.py) per unit position, keeping first-seen order."""
-        merged, family = None, None
-        for path in paths:
-            with open(path) as f:
-                space = json.load(f)
-            fam = corpus_family(space)
-            if family not in (None, fam) or (merged is not None and len(space) != len(merged)):
-                raise ValueError(f"{path}: a {fam} space of {len(space)} units cannot merge with a {family} space")
-            family = fam
-            merged = merged or [{} for _ in space]  # per position: key -> config, in first-seen order
-            for pos, configs in enumerate(space):
-                for c in configs:
-                    merged[pos].setdefault(_key(c), c)
-        candidates = [UnitCandidates(family, u, list(configs.values())) for u, configs in enumerate(merged, start=1)]
-        for cand in candidates:
-            for config in cand.configs:
-                unit_stages(family, cand.unit, config)  # validate every listed unit
-        return cls(family, candidates, resolution)
+    def reduced(cls, space: ReducedSpace, resolution: int, widen: float = 0.0) -> "SearchSpace":
+        return cls(space.family, [UnitCandidates(space.family, u, configs)
+                                  for u, configs in enumerate(space.configs(), start=1)], resolution, widen)
 
     @property
     def size(self) -> int:
         n = 1
         for c in self.candidates:
+            n *= len(c)
+        return n
+
+    @property
+    def reachable(self) -> int:
+        """How many networks a search may visit: the listed ones, or all of the full space once widened."""
+        if not self.widen:
+            return self.size
+        n = 1
+        for c in self._full:
             n *= len(c)
         return n
 
@@ -106,9 +98,9 @@ class SearchSpace:
         ``depth`` times over (PN's merged stage 5+6 is one unit)."""
         units = split_into_units(arch)
         for _ in range(depth):
-            units = [cand.sample_other(u, rng) if rng.random() < stage_mutate_prob else u
-                     for cand, u in zip(self.candidates, units)]
+            units = [self._pool(p, rng).sample_other(u, rng) if rng.random() < stage_mutate_prob else u
+                     for p, u in enumerate(units)]
         return self.build(units)
 
-    def contains(self, arch: Arch) -> bool:
-        return arch.family == self.family and all(u in c for c, u in zip(self.candidates, split_into_units(arch)))
+    def _pool(self, position: int, rng: random.Random) -> UnitCandidates:
+        return self._full[position] if self.widen and rng.random() < self.widen else self.candidates[position]

@@ -1,5 +1,4 @@
 """The paper's workflow from a fresh clone: train on the demo cache, label units, keep the top-k, evaluate."""
-import json
 import os
 
 import eval_topk_ofa
@@ -7,6 +6,7 @@ import label_units
 import save_topk_ofa
 import train_predictor
 from conftest import REPO
+from iterators.units import ReducedSpace, load_unit_corpus
 
 
 def test_train_label_topk_evaluate(in_tmp, capsys):
@@ -15,7 +15,7 @@ def test_train_label_topk_evaluate(in_tmp, capsys):
     chkpt = str(in_tmp / "saved_models" / f"{config['chkpt']}_predictor.pt")
 
     corpus = label_units.main(["-chkpt", chkpt, "-quiet"])
-    units = json.loads(open(corpus).read())
+    units = load_unit_corpus(corpus).units
     assert len(units) == 36855 and {u["unit"] for u in units} == {1, 2, 3, 4, 5}
     out = capsys.readouterr().out
     lines = out.splitlines()  # 10 best and 10 worst units for each of the 5 stages
@@ -23,7 +23,7 @@ def test_train_label_topk_evaluate(in_tmp, capsys):
     assert sum(line.startswith("  worst ") for line in lines) == 50
 
     space = save_topk_ofa.main(["-unit_corpus", corpus, "-k", "3"])
-    assert [len(s) for s in json.loads(open(space).read())] == [3] * 5
+    assert ReducedSpace.load(space).sizes == [3] * 5
 
     results = eval_topk_ofa.main(["-unit_corpus", corpus, "-k", "3", "-m", "cpu", "-n", "2", "-quiet"])
     assert len(results) == 2 and all(v["cpu"] > 0 for _, _, v in results)

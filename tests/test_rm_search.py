@@ -1,7 +1,9 @@
 import json
+import pickle
 import random
 import shutil
 
+import numpy as np
 import pytest
 
 from conftest import UPSTREAM, upstream_checkpoint
@@ -9,19 +11,12 @@ from iterators.errors import UserError
 from iterators.search_space import FAMILIES
 from iterators.units import split_into_units
 from rm_search import run_unit_pareto_search as script
-from rm_search.pareto import dominates, hypervolume_2d, non_dominated_sort
+from iterators.units import ReducedSpace
+from rm_search.pareto import front_2d, hypervolume_2d, non_dominated_sort
 from rm_search.search import ObjectiveCache
 from rm_search.space import SearchSpace
 
 MAX_MIN = (1, -1)  # accuracy up, latency down
-
-
-def test_dominance_in_both_directions():
-    assert dominates((0.8, 5), (0.7, 6), MAX_MIN) and not dominates((0.7, 6), (0.8, 5), MAX_MIN)
-    assert dominates((0.8, 5), (0.8, 6), MAX_MIN)          # tie in one objective
-    assert not dominates((0.8, 5), (0.8, 5), MAX_MIN)      # duplicates do not dominate each other
-    assert not dominates((0.9, 6), (0.8, 5), MAX_MIN)      # a trade-off
-    assert dominates((1, 1), (2, 2), (-1, -1)) and dominates((2, 2), (1, 1), (1, 1))
 
 
 def test_fronts_of_a_hand_made_set():
@@ -44,30 +39,34 @@ def test_hypervolume_by_hand():
 
 
 def _space_file(tmp_path, family, per_unit):
+    """A reduced space written the original's way: a pickled list, per position, of unit configs."""
     rng = random.Random(1)
     space = SearchSpace.full(family, 224)
     listed = [[c.sample(rng) for _ in range(per_unit)] for c in space.candidates]
-    path = tmp_path / f"{family}_search_space.json"
-    path.write_text(json.dumps(listed))
+    path = tmp_path / f"{family}_3_search_space.pkl"
+    path.write_bytes(pickle.dumps(listed, protocol=4))
     return str(path), listed
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_mutation_stays_in_the_candidate_sets(tmp_path, family):
     path, listed = _space_file(tmp_path, family, 3)
-    space = SearchSpace.from_files([path, path], 224)  # merging a file with itself keeps each unit once
+    merged = ReducedSpace.merge([ReducedSpace.load(path), ReducedSpace.load(path)])  # each unit kept once
+    space = SearchSpace.reduced(merged, 224)
     assert [len(c) for c in space.candidates] == [len({json.dumps(u) for u in units}) for units in listed]
     rng = random.Random(0)
     arch = space.sample(rng)
     for _ in range(300):
         child = space.mutate(arch, rng, stage_mutate_prob=0.5, depth=2)
-        assert space.contains(child) and child.family == family
+        assert child.family == family and child.resolution == 224
         for units, unit in zip(listed, split_into_units(child)):
             assert unit in units
         arch = child
-    full = SearchSpace.full(family, 224)
-    for _ in range(100):
-        assert full.contains(full.mutate(full.sample(rng), rng, 1.0))
+    # widened: a mutation may take any unit of the stage, and (with certainty) leaves the listed ones
+    wide = SearchSpace.reduced(merged, 224, widen=1.0)
+    outside = sum(unit not in units for _ in range(50)
+                  for units, unit in zip(listed, split_into_units(wide.mutate(arch, rng, 1.0))))
+    assert outside > 200
 
 
 def _args(tmp_path, *extra):
@@ -111,3 +110,11 @@ def test_resume_gives_the_uninterrupted_front(tmp_path, l1, monkeypatch):
     for name in ("search.log", "front_iter3.json", "final_front.txt", "pareto.png"):
         assert (out / name).exists()
     assert whole.hypervolumes == sorted(whole.hypervolumes)  # the front never gets worse
+
+
+def test_fast_front_matches_the_sort():
+    rng = np.random.default_rng(0)
+    for n in (1, 5, 300):
+        points = np.round(rng.random((n, 2)), 1)  # coarse values: many ties and duplicates
+        assert front_2d(points, MAX_MIN) == non_dominated_sort(points, MAX_MIN)[0]
+    assert front_2d([(0.8, 5), (0.8, 5), (0.7, 5), (0.9, 9)], MAX_MIN) == [0, 1, 3]

@@ -9,10 +9,9 @@ import train_predictor
 from conftest import HELP_JSON, REPO
 from iterators.caches import load_cache, write_cache
 from iterators.encoding import encode_archs
-from iterators.search_space import make_arch
 from models.plots import layered_layout
 from models.predictor import build_predictor
-from models.training import FlatAdamW, fit, unit_target_moments
+from models.training import FlatAdamW, fit
 
 
 def _spearman(config):
@@ -77,18 +76,6 @@ def test_layered_layout_by_hand():
     np.testing.assert_array_equal(chain, [[0, 0], [1, 0], [2, 0], [0, -2], [1, -2], [2, -2], [0, -4]])
     with pytest.raises(ValueError, match="acyclic"):
         layered_layout(2, [(0, 1), (1, 0)])
-
-
-def test_unit_target_moments_by_hand():
-    two = [["mbconv3_e3_k3"] * 2] * 5
-    arch_a = make_arch(two, 224)                                    # every unit depth index 1
-    arch_b = make_arch([["mbconv3_e3_k3"] * 4] + two[1:], 224)      # unit 1 depth index 3
-    moments = unit_target_moments([arch_a, arch_b, arch_a], np.array([1.0, 5.0, 3.0]), "ofa_mbv3")
-    assert moments.shape == (5, 4, 2)
-    assert moments[0, 1].tolist() == pytest.approx([2.0, 1.0])      # unit 1 at depth index 1: {1, 3}
-    assert moments[0, 3].tolist() == pytest.approx([5.0, 0.0])
-    assert moments[1, 1].tolist() == pytest.approx([3.0, np.std([1.0, 5.0, 3.0])])
-    assert moments[0, 2].tolist() == [0.0, 1.0]                     # never seen: the neutral default
 
 
 def test_interrupted_training_keeps_the_model():
